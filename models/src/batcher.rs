@@ -1,0 +1,706 @@
+//! The dynamic batcher: one bounded queue per loaded model version, drained by one worker
+//! thread per model instance.
+//!
+//! A request enters with [`Batcher::submit`], which never waits: when the queue already holds
+//! `max_queue_size` requests it fails at once with [`Error::QueueFull`] (429 /
+//! `RESOURCE_EXHAUSTED`). Workers take the oldest request of the highest priority, add every
+//! queued request whose non-batch dimensions match while the batch stays within
+//! `max_batch_size` rows, and run as soon as the batch is full or the oldest request has waited
+//! `max_queue_delay` (Triton's rule: with the default delay of 0, whatever is queued runs now,
+//! so batches grow with load by themselves). Requests whose queue timeout passed, and
+//! requests whose client has gone (the response receiver was dropped), are answered or dropped
+//! before they run.
+//!
+//! The queue is a mutex-guarded set of FIFOs with a condition variable rather than a channel,
+//! because workers need to look past the head (priorities, shape compatibility, deadlines)
+//! and several instances must share one queue. Compute runs on these dedicated threads, never
+//! on the async runtime; the response travels back on a `tokio::sync::oneshot`.
+
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::metrics::{FailureReason, VersionMetrics};
+use crate::model::Model;
+use crate::stats::ModelStats;
+use crate::tensor::Tensor;
+
+/// How a model version's queue behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchSettings {
+    /// Rows per execution; 0 runs each request alone (models without a batch dimension).
+    pub max_batch_size: usize,
+    pub max_queue_delay: Duration,
+    pub max_queue_size: usize,
+    /// Queue timeout for requests that set none.
+    pub default_timeout: Option<Duration>,
+    /// Priorities run 1 (first) ..= `priority_levels`.
+    pub priority_levels: u32,
+    pub default_priority: u32,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        BatchSettings {
+            max_batch_size: 0,
+            max_queue_delay: Duration::ZERO,
+            max_queue_size: 1024,
+            default_timeout: None,
+            priority_levels: 1,
+            default_priority: 1,
+        }
+    }
+}
+
+/// One inference request, its inputs already checked against the signature.
+#[derive(Debug)]
+pub struct Job {
+    /// Inputs in signature order.
+    pub inputs: Vec<Tensor>,
+    /// Rows along the batch dimension (1 for models that do not batch).
+    pub rows: usize,
+    /// 1 = highest; `None` = the model's default.
+    pub priority: Option<u32>,
+    /// Longest time to wait in the queue; `None` = the model's default.
+    pub timeout: Option<Duration>,
+}
+
+/// Where the time of one request went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timing {
+    pub queue: Duration,
+    pub compute_input: Duration,
+    pub compute_infer: Duration,
+    pub compute_output: Duration,
+}
+
+/// The result of one request: outputs in signature order.
+#[derive(Debug)]
+pub struct JobOutput {
+    pub outputs: Vec<Tensor>,
+    pub timing: Timing,
+    /// Rows of the batch this request ran in.
+    pub batch_rows: usize,
+}
+
+/// The receiving end of a submitted job.
+pub type JobReceiver = oneshot::Receiver<Result<JobOutput>>;
+
+struct Pending {
+    job: Job,
+    enqueued: Instant,
+    deadline: Option<Instant>,
+    reply: oneshot::Sender<Result<JobOutput>>,
+}
+
+struct State {
+    /// One FIFO per priority level, index 0 = priority 1.
+    queues: Vec<VecDeque<Pending>>,
+    len: usize,
+    closing: bool,
+}
+
+struct Shared {
+    model: String,
+    version: String,
+    settings: BatchSettings,
+    state: Mutex<State>,
+    wake: Condvar,
+    metrics: VersionMetrics,
+    stats: Arc<ModelStats>,
+}
+
+/// The queue of one model version and its worker threads. Dropping it stops intake; the
+/// workers finish what is queued, then exit and free their model instances.
+pub struct Batcher {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Batcher {
+    /// Starts one worker thread per model instance.
+    pub fn start(
+        model: &str,
+        version: &str,
+        instances: Vec<Box<dyn Model>>,
+        settings: BatchSettings,
+        metrics: VersionMetrics,
+        stats: Arc<ModelStats>,
+    ) -> Result<Batcher> {
+        let levels = settings.priority_levels.max(1) as usize;
+        let shared = Arc::new(Shared {
+            model: model.to_owned(),
+            version: version.to_owned(),
+            settings,
+            state: Mutex::new(State {
+                queues: (0..levels).map(|_| VecDeque::new()).collect(),
+                len: 0,
+                closing: false,
+            }),
+            wake: Condvar::new(),
+            metrics,
+            stats,
+        });
+        let mut workers = Vec::with_capacity(instances.len());
+        for (i, instance) in instances.into_iter().enumerate() {
+            let shared = Arc::clone(&shared);
+            let handle = std::thread::Builder::new()
+                .name(format!("batch-{model}-{version}-{i}"))
+                .spawn(move || worker(&shared, instance))
+                .map_err(|e| Error::Load {
+                    model: model.to_owned(),
+                    message: format!("cannot start a worker thread: {e}"),
+                })?;
+            workers.push(handle);
+        }
+        Ok(Batcher { shared, workers })
+    }
+
+    pub fn settings(&self) -> &BatchSettings {
+        &self.shared.settings
+    }
+
+    /// Requests waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.shared.lock().len
+    }
+
+    /// Queues a job. Never waits: a full queue or a closing batcher is an error at once.
+    pub fn submit(&self, job: Job) -> Result<JobReceiver> {
+        let s = &*self.shared;
+        let level = match job.priority {
+            None | Some(0) => s.settings.default_priority,
+            Some(p) if p <= s.settings.priority_levels => p,
+            Some(p) => {
+                return Err(Error::InvalidInput(format!(
+                    "priority {p} is out of range: model '{}' has priority levels 1..={} (0 = default)",
+                    s.model, s.settings.priority_levels
+                )));
+            }
+        };
+        let timeout = job.timeout.or(s.settings.default_timeout);
+        let now = Instant::now();
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = s.lock();
+            if st.closing {
+                return Err(Error::ShuttingDown(s.model.clone()));
+            }
+            if st.len >= s.settings.max_queue_size {
+                drop(st);
+                s.metrics.failure(FailureReason::Rejected).inc();
+                return Err(Error::QueueFull {
+                    model: s.model.clone(),
+                    version: s.version.clone(),
+                    max_queue_size: s.settings.max_queue_size,
+                });
+            }
+            st.queues[level as usize - 1].push_back(Pending {
+                job,
+                enqueued: now,
+                deadline: timeout.map(|t| now + t),
+                reply: tx,
+            });
+            st.len += 1;
+        }
+        s.metrics.pending.inc();
+        s.wake.notify_one();
+        Ok(rx)
+    }
+
+    /// Stops intake; queued requests still run. Idempotent.
+    pub fn close(&self) {
+        self.shared.lock().closing = true;
+        self.shared.wake.notify_all();
+    }
+
+    /// Closes the queue and waits for the workers to finish what was queued.
+    pub fn shutdown(mut self) {
+        self.close();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        // Workers exit by themselves once the queue is drained; they are not joined here
+        // because the last reference may be dropped on an async runtime thread.
+        self.close();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Answers and removes queued requests that timed out or whose client is gone.
+    fn expire(&self, st: &mut State, now: Instant) {
+        for q in &mut st.queues {
+            let before = q.len();
+            q.retain(|p| {
+                if p.reply.is_closed() {
+                    self.metrics.failure(FailureReason::Canceled).inc();
+                    return false;
+                }
+                true
+            });
+            let mut i = 0;
+            while i < q.len() {
+                if q[i].deadline.is_some_and(|d| d <= now) {
+                    let p = q.remove(i).expect("index in range");
+                    let waited = now - p.enqueued;
+                    self.metrics.failure(FailureReason::Timeout).inc();
+                    self.stats.fail.add(1, waited);
+                    let _ = p.reply.send(Err(Error::Timeout {
+                        model: self.model.clone(),
+                        waited_us: waited.as_micros() as u64,
+                        timeout_us: p.deadline.map_or(0, |d| (d - p.enqueued).as_micros() as u64),
+                    }));
+                } else {
+                    i += 1;
+                }
+            }
+            let removed = before - q.len();
+            st.len -= removed;
+            self.metrics.pending.sub(removed as i64);
+        }
+    }
+
+    /// Takes the next batch, waiting as the settings say. `None` once closed and drained.
+    fn next_batch(&self) -> Option<Vec<Pending>> {
+        let mut st = self.lock();
+        loop {
+            let now = Instant::now();
+            self.expire(&mut st, now);
+            if st.len == 0 {
+                if st.closing {
+                    return None;
+                }
+                st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            let max = self.settings.max_batch_size;
+            let (oldest, rows, earliest_deadline) = self.survey(&st);
+            let ready = max == 0
+                || rows >= max
+                || st.closing
+                || now >= oldest + self.settings.max_queue_delay;
+            if ready {
+                let batch = self.take(&mut st);
+                st.len -= batch.len();
+                self.metrics.pending.sub(batch.len() as i64);
+                return Some(batch);
+            }
+            let mut until = oldest + self.settings.max_queue_delay;
+            if let Some(d) = earliest_deadline {
+                until = until.min(d);
+            }
+            let wait = until.saturating_duration_since(now);
+            st = self
+                .wake
+                .wait_timeout(st, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// The head's enqueue time, the rows a batch could have now, and the earliest deadline.
+    fn survey(&self, st: &State) -> (Instant, usize, Option<Instant>) {
+        let head = st.queues.iter().find_map(|q| q.front()).expect("queue not empty");
+        let mut oldest = head.enqueued;
+        let mut rows = 0;
+        let mut deadline: Option<Instant> = None;
+        for p in st.queues.iter().flatten() {
+            oldest = oldest.min(p.enqueued);
+            if let Some(d) = p.deadline {
+                deadline = Some(deadline.map_or(d, |e| e.min(d)));
+            }
+            if compatible(&head.job, &p.job) {
+                rows += p.job.rows;
+            }
+        }
+        (oldest, rows, deadline)
+    }
+
+    /// Removes the next batch from the queues: the head of the highest priority, then every
+    /// compatible request, in priority and arrival order, that keeps the batch within
+    /// `max_batch_size` rows.
+    fn take(&self, st: &mut State) -> Vec<Pending> {
+        let max = self.settings.max_batch_size;
+        let first_level = st.queues.iter().position(|q| !q.is_empty()).expect("queue not empty");
+        let head = st.queues[first_level].pop_front().expect("non-empty level");
+        let mut rows = head.job.rows;
+        let mut batch = vec![head];
+        if max == 0 {
+            return batch;
+        }
+        for q in &mut st.queues[first_level..] {
+            let mut i = 0;
+            while i < q.len() && rows < max {
+                let p = &q[i];
+                if rows + p.job.rows <= max && compatible(&batch[0].job, &p.job) {
+                    rows += p.job.rows;
+                    batch.push(q.remove(i).expect("index in range"));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        batch
+    }
+
+    fn run(&self, model: &mut dyn Model, batch: Vec<Pending>) {
+        let started = Instant::now();
+        let rows: usize = batch.iter().map(|p| p.job.rows).sum();
+        let batching = self.settings.max_batch_size > 0;
+
+        let t0 = Instant::now();
+        let (jobs, replies): (Vec<(Job, Instant)>, Vec<_>) =
+            batch.into_iter().map(|p| ((p.job, p.enqueued), p.reply)).unzip();
+        let inputs: Vec<Tensor> = if jobs.len() == 1 {
+            Vec::new()
+        } else {
+            (0..jobs[0].0.inputs.len())
+                .map(|i| Tensor::concat(&jobs.iter().map(|(j, _)| &j.inputs[i]).collect::<Vec<_>>()))
+                .collect()
+        };
+        let inputs = if jobs.len() == 1 { &jobs[0].0.inputs } else { &inputs };
+        let compute_input = t0.elapsed();
+
+        let t1 = Instant::now();
+        let result = catch_unwind(AssertUnwindSafe(|| model.run(inputs))).unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(Error::Execution {
+                model: self.model.clone(),
+                message: format!("the backend panicked: {what}"),
+            })
+        });
+        let compute_infer = t1.elapsed();
+
+        let t2 = Instant::now();
+        let sizes: Vec<usize> = jobs.iter().map(|(j, _)| j.rows).collect();
+        let split = result.and_then(|outputs| self.split_outputs(outputs, &sizes, batching));
+        let compute_output = t2.elapsed();
+
+        let m = &self.metrics;
+        match split {
+            Ok(per_request) => {
+                m.exec_count.inc();
+                m.inference_count.inc_by(rows as u64);
+                m.batch_size.observe(rows as f64);
+                m.compute_input.observe(compute_input.as_secs_f64());
+                m.compute_infer.observe(compute_infer.as_secs_f64());
+                m.compute_output.observe(compute_output.as_secs_f64());
+                self.stats
+                    .record_execution(rows as u64, compute_input, compute_infer, compute_output);
+                let n = jobs.len() as u64;
+                self.stats.compute_input.add(n, compute_input);
+                self.stats.compute_infer.add(n, compute_infer);
+                self.stats.compute_output.add(n, compute_output);
+                let done = Instant::now();
+                for (((_, enqueued), reply), outputs) in jobs.into_iter().zip(replies).zip(per_request) {
+                    let queue = started - enqueued;
+                    m.queue_duration.observe(queue.as_secs_f64());
+                    m.request_duration.observe((done - enqueued).as_secs_f64());
+                    m.success.inc();
+                    self.stats.queue.add(1, queue);
+                    self.stats.success.add(1, done - enqueued);
+                    let _ = reply.send(Ok(JobOutput {
+                        outputs,
+                        timing: Timing {
+                            queue,
+                            compute_input,
+                            compute_infer,
+                            compute_output,
+                        },
+                        batch_rows: rows,
+                    }));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(model = %self.model, version = %self.version, rows, error = %e, "batch failed");
+                let done = Instant::now();
+                for ((_, enqueued), reply) in jobs.into_iter().zip(replies) {
+                    m.failure(FailureReason::Backend).inc();
+                    self.stats.fail.add(1, done - enqueued);
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Splits a batch's outputs (signature order) into one output list per request.
+    fn split_outputs(
+        &self,
+        outputs: Vec<Tensor>,
+        sizes: &[usize],
+        batching: bool,
+    ) -> Result<Vec<Vec<Tensor>>> {
+        if sizes.len() == 1 {
+            return Ok(vec![outputs]);
+        }
+        let mut per_request: Vec<Vec<Tensor>> = (0..sizes.len()).map(|_| Vec::with_capacity(outputs.len())).collect();
+        for t in outputs {
+            let shape = t.shape().to_vec();
+            let parts = t.split(sizes).filter(|_| batching).ok_or_else(|| Error::Execution {
+                model: self.model.clone(),
+                message: format!(
+                    "an output of shape {shape:?} does not have the batch's {} rows as its first dimension; \
+                     set max_batch_size = 0 in the model's config.toml if the model does not batch",
+                    sizes.iter().sum::<usize>()
+                ),
+            })?;
+            for (dst, part) in per_request.iter_mut().zip(parts) {
+                dst.push(part);
+            }
+        }
+        Ok(per_request)
+    }
+}
+
+/// Two requests can share a batch when every input agrees on all but the first dimension.
+fn compatible(a: &Job, b: &Job) -> bool {
+    a.inputs
+        .iter()
+        .zip(&b.inputs)
+        .all(|(x, y)| x.shape().get(1..) == y.shape().get(1..))
+}
+
+fn worker(shared: &Shared, mut model: Box<dyn Model>) {
+    while let Some(batch) = shared.next_batch() {
+        shared.run(model.as_mut(), batch);
+    }
+    tracing::debug!(model = %shared.model, version = %shared.version, "batcher worker stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datatype::DataType;
+    use crate::metrics::Metrics;
+    use crate::tensor::TensorData;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+
+    /// Doubles its one FP32 input; records each batch's rows; can be held at a gate.
+    struct Doubler {
+        batches: Arc<Mutex<Vec<usize>>>,
+        gate: Option<Arc<(Mutex<bool>, Condvar)>>,
+        runs: Arc<AtomicUsize>,
+    }
+
+    impl Model for Doubler {
+        fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+            self.runs.fetch_add(1, Ordering::SeqCst);
+            if let Some(g) = &self.gate {
+                let mut open = g.0.lock().unwrap();
+                while !*open {
+                    open = g.1.wait(open).unwrap();
+                }
+            }
+            let t = &inputs[0];
+            self.batches.lock().unwrap().push(t.shape()[0] as usize);
+            let TensorData::Raw(b) = t.data() else { unreachable!() };
+            let out: Vec<u8> = b
+                .chunks(4)
+                .flat_map(|c| (f32::from_le_bytes(c.try_into().unwrap()) * 2.0).to_le_bytes())
+                .collect();
+            Ok(vec![Tensor::new(DataType::Fp32, t.shape().to_vec(), TensorData::Raw(out)).unwrap()])
+        }
+    }
+
+    fn job(values: &[f32]) -> Job {
+        let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Job {
+            inputs: vec![Tensor::new(DataType::Fp32, vec![values.len() as i64, 1], TensorData::Raw(raw)).unwrap()],
+            rows: values.len(),
+            priority: None,
+            timeout: None,
+        }
+    }
+
+    fn values(t: &Tensor) -> Vec<f32> {
+        let TensorData::Raw(b) = t.data() else { unreachable!() };
+        b.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    }
+
+    struct Fixture {
+        batcher: Batcher,
+        batches: Arc<Mutex<Vec<usize>>>,
+        gate: Arc<(Mutex<bool>, Condvar)>,
+        runs: Arc<AtomicUsize>,
+        metrics: VersionMetrics,
+    }
+
+    fn start(settings: BatchSettings, gated: bool) -> Fixture {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new((Mutex::new(!gated), Condvar::new()));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let model = Doubler { batches: batches.clone(), gate: Some(gate.clone()), runs: runs.clone() };
+        let metrics = Metrics::unregistered().for_version("m", "1");
+        let batcher = Batcher::start("m", "1", vec![Box::new(model)], settings, metrics.clone(), Default::default()).unwrap();
+        Fixture { batcher, batches, gate, runs, metrics }
+    }
+
+    fn open(gate: &(Mutex<bool>, Condvar)) {
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+    }
+
+    fn wait_until(mut cond: impl FnMut() -> bool) {
+        while !cond() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn recv(rx: JobReceiver) -> Result<JobOutput> {
+        rx.blocking_recv().expect("batcher replied")
+    }
+
+    #[test]
+    fn queued_requests_run_as_one_batch_and_get_their_own_rows_back() {
+        let f = start(BatchSettings { max_batch_size: 8, ..Default::default() }, true);
+        // The first request occupies the (gated) model; the next three queue up behind it.
+        let first = f.batcher.submit(job(&[1.0])).unwrap();
+        wait_until(|| f.runs.load(Ordering::SeqCst) == 1);
+        let rx: Vec<_> = [[2.0, 3.0].as_slice(), &[4.0], &[5.0, 6.0, 7.0]]
+            .iter()
+            .map(|v| f.batcher.submit(job(v)).unwrap())
+            .collect();
+        open(&f.gate);
+        assert_eq!(values(&recv(first).unwrap().outputs[0]), vec![2.0]);
+        let outs: Vec<_> = rx.into_iter().map(|r| recv(r).unwrap()).collect();
+        assert_eq!(values(&outs[0].outputs[0]), vec![4.0, 6.0]);
+        assert_eq!(values(&outs[1].outputs[0]), vec![8.0]);
+        assert_eq!(values(&outs[2].outputs[0]), vec![10.0, 12.0, 14.0]);
+        assert_eq!(outs[2].batch_rows, 6);
+        assert_eq!(*f.batches.lock().unwrap(), vec![1, 6]);
+    }
+
+    #[test]
+    fn batches_never_exceed_max_batch_size() {
+        let f = start(BatchSettings { max_batch_size: 3, ..Default::default() }, true);
+        let first = f.batcher.submit(job(&[0.0])).unwrap();
+        wait_until(|| f.runs.load(Ordering::SeqCst) == 1);
+        let rx: Vec<_> = (0..5).map(|i| f.batcher.submit(job(&[i as f32, 1.0])).unwrap()).collect();
+        open(&f.gate);
+        recv(first).unwrap();
+        for r in rx {
+            recv(r).unwrap();
+        }
+        let b = f.batches.lock().unwrap().clone();
+        assert!(b.iter().all(|&n| n <= 3), "{b:?}");
+        assert_eq!(b.iter().sum::<usize>(), 11);
+    }
+
+    #[test]
+    fn full_queue_rejects_at_once() {
+        let f = start(BatchSettings { max_batch_size: 1, max_queue_size: 2, ..Default::default() }, true);
+        let running = f.batcher.submit(job(&[1.0])).unwrap();
+        wait_until(|| f.runs.load(Ordering::SeqCst) == 1);
+        let q1 = f.batcher.submit(job(&[2.0])).unwrap();
+        let q2 = f.batcher.submit(job(&[3.0])).unwrap();
+        let err = f.batcher.submit(job(&[4.0])).unwrap_err();
+        assert!(matches!(err, Error::QueueFull { max_queue_size: 2, .. }), "{err}");
+        assert_eq!(f.metrics.failure(FailureReason::Rejected).get(), 1);
+        open(&f.gate);
+        for r in [running, q1, q2] {
+            recv(r).unwrap();
+        }
+    }
+
+    #[test]
+    fn requests_time_out_in_the_queue_without_running() {
+        let f = start(BatchSettings { max_batch_size: 4, ..Default::default() }, true);
+        let running = f.batcher.submit(job(&[1.0])).unwrap();
+        wait_until(|| f.runs.load(Ordering::SeqCst) == 1);
+        let mut j = job(&[2.0]);
+        j.timeout = Some(Duration::from_millis(1));
+        let timed = f.batcher.submit(j).unwrap();
+        // The model is held; the queued request's deadline passes while it waits.
+        std::thread::sleep(Duration::from_millis(20));
+        open(&f.gate);
+        recv(running).unwrap();
+        assert!(matches!(recv(timed), Err(Error::Timeout { .. })));
+        assert_eq!(f.runs.load(Ordering::SeqCst), 1);
+        assert_eq!(f.metrics.failure(FailureReason::Timeout).get(), 1);
+    }
+
+    #[test]
+    fn requests_whose_client_left_are_dropped_before_running() {
+        let f = start(BatchSettings { max_batch_size: 1, ..Default::default() }, true);
+        let running = f.batcher.submit(job(&[1.0])).unwrap();
+        wait_until(|| f.runs.load(Ordering::SeqCst) == 1);
+        drop(f.batcher.submit(job(&[2.0])).unwrap());
+        let kept = f.batcher.submit(job(&[3.0])).unwrap();
+        open(&f.gate);
+        recv(running).unwrap();
+        assert_eq!(values(&recv(kept).unwrap().outputs[0]), vec![6.0]);
+        assert_eq!(f.runs.load(Ordering::SeqCst), 2);
+        assert_eq!(f.metrics.failure(FailureReason::Canceled).get(), 1);
+    }
+
+    #[test]
+    fn higher_priority_runs_first() {
+        let f = start(
+            BatchSettings { max_batch_size: 1, priority_levels: 2, default_priority: 2, ..Default::default() },
+            true,
+        );
+        let running = f.batcher.submit(job(&[1.0])).unwrap();
+        wait_until(|| f.runs.load(Ordering::SeqCst) == 1);
+        let low = f.batcher.submit(job(&[2.0])).unwrap();
+        let mut urgent = job(&[3.0, 3.0]);
+        urgent.priority = Some(1);
+        let high = f.batcher.submit(urgent).unwrap();
+        let mut bad = job(&[4.0]);
+        bad.priority = Some(3);
+        assert!(f.batcher.submit(bad).unwrap_err().to_string().contains("priority 3 is out of range"));
+        open(&f.gate);
+        for r in [running, low, high] {
+            recv(r).unwrap();
+        }
+        assert_eq!(*f.batches.lock().unwrap(), vec![1, 2, 1]);
+    }
+
+    #[test]
+    fn a_partial_batch_waits_for_the_delay_then_runs() {
+        let f = start(
+            BatchSettings { max_batch_size: 4, max_queue_delay: Duration::from_millis(30), ..Default::default() },
+            false,
+        );
+        let (tx, rx) = mpsc::channel();
+        let a = f.batcher.submit(job(&[1.0])).unwrap();
+        let b = f.batcher.submit(job(&[2.0])).unwrap();
+        std::thread::spawn(move || tx.send((recv(a).unwrap(), recv(b).unwrap())).unwrap());
+        let (a, b) = rx.recv().unwrap();
+        assert_eq!(a.batch_rows, 2);
+        assert_eq!(values(&b.outputs[0]), vec![4.0]);
+        assert_eq!(*f.batches.lock().unwrap(), vec![2]);
+    }
+
+    #[test]
+    fn shutdown_finishes_queued_work_and_refuses_new() {
+        let f = start(BatchSettings { max_batch_size: 2, ..Default::default() }, true);
+        let running = f.batcher.submit(job(&[1.0])).unwrap();
+        wait_until(|| f.runs.load(Ordering::SeqCst) == 1);
+        let queued = f.batcher.submit(job(&[2.0])).unwrap();
+        f.batcher.close();
+        assert!(matches!(f.batcher.submit(job(&[3.0])), Err(Error::ShuttingDown(_))));
+        open(&f.gate);
+        f.batcher.shutdown();
+        recv(running).unwrap();
+        assert_eq!(values(&recv(queued).unwrap().outputs[0]), vec![4.0]);
+    }
+}

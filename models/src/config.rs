@@ -1,0 +1,220 @@
+//! A model's optional `config.toml`, beside its version directories:
+//!
+//! ```toml
+//! # DIR/<model>/config.toml — every key is optional.
+//! backend = "onnx"                 # inferred from the files when absent
+//! max_batch_size = 32              # 0 = no batching; default 64 when the graph has a
+//!                                  # variable first dimension on every input and output
+//! default_model_filename = "model.onnx"
+//! warmup = true                    # run once on zeros before reporting ready
+//!
+//! [version_policy]                 # one of: latest = N | all = true | specific = [1, 3]
+//! latest = 1
+//!
+//! [dynamic_batching]
+//! max_queue_delay_us = 0           # how long a partial batch may wait for more requests
+//! max_queue_size = 1024            # beyond this, requests are rejected at once (429)
+//! default_timeout_us = 0           # queue timeout when a request sets none; 0 = none
+//! priority_levels = 1              # requests may set priority 1..=priority_levels
+//! default_priority_level = 1
+//!
+//! [instance_group]
+//! count = 1                        # model instances, each running one batch at a time
+//!
+//! [onnx]
+//! intra_op_threads = 0             # 0 = cores / instances
+//! inter_op_threads = 1
+//! ```
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub backend: Option<String>,
+    pub max_batch_size: Option<usize>,
+    pub default_model_filename: Option<String>,
+    pub warmup: Option<bool>,
+    #[serde(default)]
+    pub version_policy: VersionPolicy,
+    #[serde(default)]
+    pub dynamic_batching: DynamicBatching,
+    #[serde(default)]
+    pub instance_group: InstanceGroup,
+    #[serde(default)]
+    pub onnx: OnnxConfig,
+}
+
+/// Which of a model's versions are served.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum VersionPolicy {
+    /// The `n` highest versions.
+    Latest(u32),
+    /// Every version.
+    All(bool),
+    /// Exactly these versions.
+    Specific(Vec<u64>),
+}
+
+impl Default for VersionPolicy {
+    fn default() -> Self {
+        VersionPolicy::Latest(1)
+    }
+}
+
+impl VersionPolicy {
+    /// The versions to serve out of those on disk (`available` sorted ascending).
+    pub fn select(&self, available: &[u64]) -> Vec<u64> {
+        match self {
+            VersionPolicy::Latest(n) => {
+                let skip = available.len().saturating_sub(*n as usize);
+                available[skip..].to_vec()
+            }
+            VersionPolicy::All(_) => available.to_vec(),
+            VersionPolicy::Specific(v) => available.iter().copied().filter(|a| v.contains(a)).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DynamicBatching {
+    pub max_queue_delay_us: u64,
+    pub max_queue_size: usize,
+    pub default_timeout_us: u64,
+    pub priority_levels: u32,
+    pub default_priority_level: u32,
+}
+
+impl Default for DynamicBatching {
+    fn default() -> Self {
+        DynamicBatching {
+            max_queue_delay_us: 0,
+            max_queue_size: 1024,
+            default_timeout_us: 0,
+            priority_levels: 1,
+            default_priority_level: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct InstanceGroup {
+    pub count: usize,
+}
+
+impl Default for InstanceGroup {
+    fn default() -> Self {
+        InstanceGroup { count: 1 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OnnxConfig {
+    pub intra_op_threads: usize,
+    pub inter_op_threads: usize,
+}
+
+impl Default for OnnxConfig {
+    fn default() -> Self {
+        OnnxConfig {
+            intra_op_threads: 0,
+            inter_op_threads: 1,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Parses and validates a `config.toml`. `origin` names the file in error messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let cfg: ModelConfig =
+            toml::from_str(text).map_err(|e| Error::Config(format!("{origin}: {e}")))?;
+        cfg.validate().map_err(|e| Error::Config(format!("{origin}: {e}")))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if let Some(b) = &self.backend {
+            if b != "onnx" {
+                return Err(format!("backend '{b}' is not supported (supported: onnx)"));
+            }
+        }
+        let db = &self.dynamic_batching;
+        if db.max_queue_size == 0 {
+            return Err("dynamic_batching.max_queue_size must be at least 1".into());
+        }
+        if db.priority_levels == 0 {
+            return Err("dynamic_batching.priority_levels must be at least 1".into());
+        }
+        if db.default_priority_level == 0 || db.default_priority_level > db.priority_levels {
+            return Err(format!(
+                "dynamic_batching.default_priority_level must be between 1 and priority_levels ({})",
+                db.priority_levels
+            ));
+        }
+        if self.instance_group.count == 0 {
+            return Err("instance_group.count must be at least 1".into());
+        }
+        if let VersionPolicy::Latest(0) = self.version_policy {
+            return Err("version_policy.latest must be at least 1".into());
+        }
+        if let Some(f) = &self.default_model_filename {
+            if f.contains('/') || f.contains("..") || f.is_empty() {
+                return Err(format!("default_model_filename '{f}' must be a plain file name"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_full_config() {
+        let cfg = ModelConfig::parse(
+            r#"
+            max_batch_size = 8
+            [version_policy]
+            specific = [1, 3]
+            [dynamic_batching]
+            max_queue_delay_us = 500
+            max_queue_size = 4
+            [instance_group]
+            count = 2
+            "#,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(cfg.max_batch_size, Some(8));
+        assert_eq!(cfg.dynamic_batching.max_queue_size, 4);
+        assert_eq!(cfg.dynamic_batching.priority_levels, 1);
+        assert_eq!(cfg.instance_group.count, 2);
+        assert_eq!(cfg.version_policy.select(&[1, 2, 3]), vec![1, 3]);
+    }
+
+    #[test]
+    fn version_policies() {
+        assert_eq!(VersionPolicy::default().select(&[1, 2, 5]), vec![5]);
+        assert_eq!(VersionPolicy::Latest(2).select(&[1, 2, 5]), vec![2, 5]);
+        assert_eq!(VersionPolicy::Latest(9).select(&[1]), vec![1]);
+        assert_eq!(VersionPolicy::All(true).select(&[1, 2]), vec![1, 2]);
+    }
+
+    #[test]
+    fn rejects_bad_configs_with_the_reason() {
+        let e = |s| ModelConfig::parse(s, "m/config.toml").unwrap_err().to_string();
+        assert!(e("max_batch = 3").contains("unknown field `max_batch`"));
+        assert!(e("backend = \"tensorrt\"").contains("not supported"));
+        assert!(e("[dynamic_batching]\nmax_queue_size = 0").contains("max_queue_size"));
+        assert!(e("[instance_group]\ncount = 0").contains("instance_group.count"));
+        assert!(e("default_model_filename = \"../x\"").contains("plain file name"));
+        assert!(e("[version_policy]\nlatest = 0").contains("latest"));
+    }
+}

@@ -1,0 +1,37 @@
+//! Tensors, models and the machinery that runs them.
+//!
+//! # Layout
+//!
+//! - [`datatype`]: the V2 datatypes (`FP32`, `BYTES`, ...) with sizes and Triton's names.
+//! - [`tensor`]: [`Tensor`], a datatype + shape + packed little-endian data; concatenation
+//!   and splitting along the batch dimension.
+//! - [`signature`]: a model's inputs and outputs, and the checks that a request fits them.
+//! - [`model`]: the [`Model`] trait a backend implements.
+//! - [`backends`]: `onnx` (ONNX Runtime through `ort`, the shared library loaded at run time).
+//! - [`batcher`]: the dynamic batcher: one bounded queue per model version, one worker thread
+//!   per model instance, deadlines, priorities, cancellation.
+//! - [`config`]: a model's optional `config.toml`.
+//! - [`repository`]: the model repository on disk (Triton's layout) and the set of loaded
+//!   versions that requests are routed to.
+//! - [`stats`], [`metrics`]: Triton-shaped statistics and Prometheus metrics of the request path.
+//! - [`error`]: the crate's one error type.
+//!
+//! Nothing here knows about HTTP or gRPC; the `server` crate translates.
+
+pub mod backends;
+pub mod batcher;
+pub mod config;
+pub mod datatype;
+pub mod error;
+pub mod metrics;
+pub mod model;
+pub mod repository;
+pub mod signature;
+pub mod stats;
+pub mod tensor;
+
+pub use datatype::DataType;
+pub use error::{Error, Result};
+pub use model::Model;
+pub use signature::{Signature, TensorSpec};
+pub use tensor::{Tensor, TensorData};

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what inferd's run and test commands need, from the package registries only, into a
+# cache outside the checkout (default ~/.cache/inferd; override with INFERD_CACHE):
+#   - a Python venv with ONNX Runtime (its wheel carries libonnxruntime.so, which the server
+#     loads at run time), the fixture generators and Triton's Python client (tritonclient,
+#     whose wheel also carries perf_analyzer);
+#   - Debian's libb64 for perf_analyzer (only when apt-get is usable).
+# Idempotent and quick after the first run: the venv is rebuilt only when
+# scripts/requirements.txt changes. Prints the environment to `eval` (see scripts/env.sh).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cache="${INFERD_CACHE:-$HOME/.cache/inferd}"
+venv="$cache/venv"
+req="$here/requirements.txt"
+mkdir -p "$cache"
+
+stamp="$venv/.requirements.sha256"
+want="$(sha256sum "$req" | cut -d' ' -f1)"
+if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+  echo "setup: installing Python packages into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --upgrade pip >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req" >&2
+  echo "$want" >"$stamp"
+fi
+
+# perf_analyzer (inside the tritonclient wheel) links libb64.so.0d.
+if ! ldconfig -p 2>/dev/null | grep -q 'libb64.so.0d'; then
+  if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
+    echo "setup: installing libb64-0d for perf_analyzer" >&2
+    (apt-get install -y -qq libb64-0d >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq libb64-0d >/dev/null 2>&1; }) \
+      || echo "setup: warning: could not install libb64-0d; perf_analyzer will not run" >&2
+  fi
+fi
+
+ort_lib="$(ls "$venv"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so* 2>/dev/null | head -n1)"
+if [[ -z "$ort_lib" ]]; then
+  echo "setup: libonnxruntime.so not found in the onnxruntime wheel under $venv" >&2
+  exit 1
+fi
+echo "export INFERD_CACHE='$cache'"
+echo "export INFERD_VENV='$venv'"
+echo "export ORT_DYLIB_PATH='$ort_lib'"
+echo "export CARGO_TARGET_DIR='${CARGO_TARGET_DIR:-$cache/target}'"
