@@ -1,1 +1,184 @@
-//! placeholder
+//! inferd's server: transports, configuration and wiring of the domain crates.
+//!
+//! # Layout
+//!
+//! - [`config`]: `inferd serve` flags, `INFERD_*` variables and the TOML file, layered and
+//!   validated into [`config::Config`].
+//! - [`state`]: [`state::AppState`], shared by every transport: the model repository,
+//!   readiness and draining, the Prometheus registry.
+//! - [`infer`]: one inference request through the request path, transport-neutral.
+//! - [`http`]: REST on axum — KServe V2 under `/v2` (`http::v2`), JSON and binary tensors
+//!   (`http::codec`), and `/metrics` on the metrics port.
+//! - [`grpc`]: `inference.GRPCInferenceService` on tonic (`grpc::convert` for tensors).
+//! - [`triton`]: Triton's model-config and statistics views, for both transports.
+//! - [`error`]: [`error::ApiError`] and its one mapping to HTTP statuses and gRPC codes.
+//! - [`proto`]: code generated from `proto/*.proto`.
+//!
+//! [`serve`] starts everything and returns once a shutdown signal has drained the server.
+
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod infer;
+pub mod proto;
+pub mod state;
+pub mod triton;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use models::metrics::Metrics;
+use models::repository::{Repository, RepositoryOptions};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::state::AppState;
+
+/// The example models compiled into the binary, served when no repository is given.
+const EMBEDDED_MODELS: &[(&str, &[u8])] = &[
+    ("mlp/1/model.onnx", include_bytes!("../../tests/fixtures/models/mlp/1/model.onnx")),
+    (
+        "sklearn_trees/1/model.onnx",
+        include_bytes!("../../tests/fixtures/models/sklearn_trees/1/model.onnx"),
+    ),
+];
+
+/// Writes the embedded example models under `data_dir/examples` (only files that differ).
+fn unpack_examples(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let root = data_dir.join("examples");
+    for (rel, bytes) in EMBEDDED_MODELS {
+        let path = root.join(rel);
+        if std::fs::read(&path).is_ok_and(|b| b == *bytes) {
+            continue;
+        }
+        let dir = path.parent().expect("relative path has a parent");
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(root)
+}
+
+async fn bind(cfg: &Config, port: u16, what: &str) -> anyhow::Result<TcpListener> {
+    let addr = SocketAddr::new(cfg.host, port);
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr} (is another server using the port? set --{what}-port)"))
+}
+
+/// Runs the server until `shutdown` resolves, then stops taking requests, lets those in
+/// flight finish (up to `drain_timeout_secs`), and returns.
+pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let lib = models::backends::onnx::init(cfg.onnxruntime_lib.as_deref())?;
+    tracing::info!(library = %lib.display(), "ONNX Runtime loaded");
+
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", cfg.data_dir.display()))?;
+    let root = match &cfg.model_repository {
+        Some(r) => r.clone(),
+        None => {
+            let r = unpack_examples(&cfg.data_dir)?;
+            tracing::info!(repository = %r.display(), "no --model-repository given: serving the embedded example models");
+            r
+        }
+    };
+
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::new(&registry).context("registering metrics")?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let repo = Arc::new(Repository::new(RepositoryOptions { root, cores }, metrics));
+    let state = Arc::new(AppState::new(Arc::clone(&repo), registry, cfg.max_request_bytes));
+
+    let http_l = bind(&cfg, cfg.http_port, "http").await?;
+    let grpc_l = bind(&cfg, cfg.grpc_port, "grpc").await?;
+    let metrics_l = bind(&cfg, cfg.metrics_port, "metrics").await?;
+    tracing::info!(
+        http = %http_l.local_addr()?,
+        grpc = %grpc_l.local_addr()?,
+        metrics = %metrics_l.local_addr()?,
+        "listening"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let http = tokio::spawn(
+        axum::serve(http_l, http::router(Arc::clone(&state)))
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let metrics_srv = tokio::spawn(
+        axum::serve(metrics_l, http::metrics_router(Arc::clone(&state)))
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(grpc::InferenceService::server(Arc::clone(&state)))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_l),
+                stopped(stop_rx.clone()),
+            ),
+    );
+
+    // Load the repository off the runtime; the servers answer (live, not ready) meanwhile.
+    let loader = {
+        let repo = Arc::clone(&repo);
+        let state = Arc::clone(&state);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = repo.load_all() {
+                tracing::error!(error = %e, "model repository could not be read");
+            }
+            state.set_loaded();
+            let ready = repo.index().iter().filter(|e| e.state == "READY").count();
+            tracing::info!(ready_versions = ready, "model repository loaded; server ready");
+        })
+    };
+
+    shutdown.await;
+    tracing::info!("shutdown requested: refusing new requests, draining those in flight");
+    state.start_draining();
+    let _ = stop_tx.send(true);
+    let drain = async {
+        let _ = http.await;
+        let _ = grpc.await;
+        let _ = metrics_srv.await;
+    };
+    if tokio::time::timeout(Duration::from_secs(cfg.drain_timeout_secs), drain).await.is_err() {
+        tracing::warn!(secs = cfg.drain_timeout_secs, "drain timeout passed with requests still in flight");
+    }
+    loader.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

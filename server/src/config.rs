@@ -1,0 +1,195 @@
+//! Server configuration: one TOML file (`--config`), overridden by `INFERD_*` environment
+//! variables, overridden by command-line flags; validated before anything starts.
+//!
+//! ```toml
+//! # inferd.toml — every key is optional
+//! model_repository = "/srv/models"   # default: the embedded example models
+//! data_dir = "/var/lib/inferd"       # default: ~/.local/share/inferd
+//! host = "0.0.0.0"
+//! http_port = 8000
+//! grpc_port = 8001
+//! metrics_port = 8002
+//! max_request_bytes = 67108864       # larger bodies get 413 / RESOURCE_EXHAUSTED
+//! onnxruntime_lib = "/opt/onnxruntime/lib/libonnxruntime.so.1.31.1"
+//! drain_timeout_secs = 30            # on SIGTERM, how long in-flight requests may take
+//! ```
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::Deserialize;
+
+/// `inferd serve` flags. Each is also an `INFERD_*` variable and a key of the config file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML config file; flags and INFERD_* variables override its keys.
+    #[arg(long, env = "INFERD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Model repository: DIR/<model>/<version>/model.onnx (Triton's layout). Default: the
+    /// example models embedded in the binary, unpacked under the data directory.
+    #[arg(long, env = "INFERD_MODEL_REPOSITORY")]
+    pub model_repository: Option<PathBuf>,
+    /// Directory for state that must survive restarts. Default: ~/.local/share/inferd.
+    #[arg(long, env = "INFERD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on. Default: 0.0.0.0.
+    #[arg(long, env = "INFERD_HOST")]
+    pub host: Option<IpAddr>,
+    /// REST port (KServe V2). Default: 8000.
+    #[arg(long, env = "INFERD_HTTP_PORT")]
+    pub http_port: Option<u16>,
+    /// gRPC port (inference.GRPCInferenceService). Default: 8001.
+    #[arg(long, env = "INFERD_GRPC_PORT")]
+    pub grpc_port: Option<u16>,
+    /// Prometheus metrics port (/metrics). Default: 8002.
+    #[arg(long, env = "INFERD_METRICS_PORT")]
+    pub metrics_port: Option<u16>,
+    /// Largest request body or gRPC message accepted, in bytes. Default: 64 MiB.
+    #[arg(long, env = "INFERD_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// Path of libonnxruntime.so. Default: ORT_DYLIB_PATH, then ~/.cache/inferd's venv.
+    #[arg(long, env = "INFERD_ONNXRUNTIME_LIB")]
+    pub onnxruntime_lib: Option<PathBuf>,
+    /// Seconds in-flight requests may take to finish after SIGTERM. Default: 30.
+    #[arg(long, env = "INFERD_DRAIN_TIMEOUT_SECS")]
+    pub drain_timeout_secs: Option<u64>,
+}
+
+/// The config file's keys: the same names as the flags, in snake_case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    model_repository: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    host: Option<IpAddr>,
+    http_port: Option<u16>,
+    grpc_port: Option<u16>,
+    metrics_port: Option<u16>,
+    max_request_bytes: Option<usize>,
+    onnxruntime_lib: Option<PathBuf>,
+    drain_timeout_secs: Option<u64>,
+}
+
+/// The resolved, validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `None`: serve the embedded example models.
+    pub model_repository: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    pub host: IpAddr,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    pub metrics_port: u16,
+    pub max_request_bytes: usize,
+    pub onnxruntime_lib: Option<PathBuf>,
+    pub drain_timeout_secs: u64,
+}
+
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+
+impl Config {
+    /// Layers defaults < config file < environment/flags (clap already merged those two).
+    pub fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .or_else(|| {
+                std::env::var_os("XDG_DATA_HOME")
+                    .map(|d| PathBuf::from(d).join("inferd"))
+                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/inferd")))
+            })
+            .ok_or_else(|| anyhow::anyhow!("no --data-dir given and no HOME to default to"))?;
+        let cfg = Config {
+            model_repository: args.model_repository.or(file.model_repository),
+            data_dir,
+            host: args.host.or(file.host).unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            http_port: args.http_port.or(file.http_port).unwrap_or(8000),
+            grpc_port: args.grpc_port.or(file.grpc_port).unwrap_or(8001),
+            metrics_port: args.metrics_port.or(file.metrics_port).unwrap_or(8002),
+            max_request_bytes: args
+                .max_request_bytes
+                .or(file.max_request_bytes)
+                .unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
+            onnxruntime_lib: args.onnxruntime_lib.or(file.onnxruntime_lib),
+            drain_timeout_secs: args.drain_timeout_secs.or(file.drain_timeout_secs).unwrap_or(30),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(repo) = &self.model_repository {
+            anyhow::ensure!(
+                repo.is_dir(),
+                "model repository {} is not a directory (expected DIR/<model>/<version>/model.onnx)",
+                repo.display()
+            );
+        }
+        let ports = [
+            ("http_port", self.http_port),
+            ("grpc_port", self.grpc_port),
+            ("metrics_port", self.metrics_port),
+        ];
+        for (i, (a, pa)) in ports.iter().enumerate() {
+            for (b, pb) in &ports[i + 1..] {
+                anyhow::ensure!(*pa == 0 || pa != pb, "{a} and {b} are both {pa}: each needs its own port");
+            }
+        }
+        anyhow::ensure!(self.max_request_bytes >= 1024, "max_request_bytes must be at least 1024");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("inferd.toml");
+        std::fs::write(&file, "http_port = 9000\ngrpc_port = 9001\nmax_request_bytes = 2048\n").unwrap();
+        let cfg = Config::resolve(ServeArgs {
+            config: Some(file),
+            grpc_port: Some(7001),
+            data_dir: Some(dir.path().into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.http_port, 9000);
+        assert_eq!(cfg.grpc_port, 7001);
+        assert_eq!(cfg.metrics_port, 8002);
+        assert_eq!(cfg.max_request_bytes, 2048);
+    }
+
+    #[test]
+    fn bad_configs_are_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("inferd.toml");
+        std::fs::write(&file, "http_prt = 1").unwrap();
+        let args = |f| ServeArgs { config: Some(f), data_dir: Some(dir.path().into()), ..Default::default() };
+        let e = Config::resolve(args(file.clone())).unwrap_err().to_string();
+        assert!(e.contains("unknown field `http_prt`"), "{e}");
+        std::fs::write(&file, "http_port = 8001").unwrap();
+        let e = Config::resolve(args(file.clone())).unwrap_err().to_string();
+        assert!(e.contains("http_port and grpc_port are both 8001"), "{e}");
+        let e = Config::resolve(ServeArgs {
+            model_repository: Some("/nonexistent/models".into()),
+            data_dir: Some(dir.path().into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("is not a directory"), "{e}");
+    }
+}

@@ -1,0 +1,91 @@
+//! The server's error type and its one mapping to HTTP statuses and gRPC codes.
+//!
+//! Every `models::Error` variant is matched explicitly (no `_` arm), so a new variant must be
+//! mapped on purpose.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use models::Error as ModelError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// Malformed request: JSON, protobuf, binary framing, parameters.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body is larger than the limit of {limit} bytes (raise --max-request-bytes)")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Model(e) => match e {
+                ModelError::ModelNotFound(_) | ModelError::VersionNotFound { .. } => StatusCode::NOT_FOUND,
+                ModelError::InvalidInput(_) | ModelError::BadTensor { .. } => StatusCode::BAD_REQUEST,
+                ModelError::Load { .. } | ModelError::Config(_) => StatusCode::BAD_REQUEST,
+                ModelError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+                ModelError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                ModelError::NotReady { .. } | ModelError::ShuttingDown(_) => StatusCode::SERVICE_UNAVAILABLE,
+                ModelError::Execution { .. } | ModelError::Runtime(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            ApiError::Model(e) => match e {
+                ModelError::ModelNotFound(_) | ModelError::VersionNotFound { .. } => tonic::Code::NotFound,
+                ModelError::InvalidInput(_) | ModelError::BadTensor { .. } => tonic::Code::InvalidArgument,
+                ModelError::Load { .. } | ModelError::Config(_) => tonic::Code::InvalidArgument,
+                ModelError::QueueFull { .. } => tonic::Code::ResourceExhausted,
+                ModelError::Timeout { .. } => tonic::Code::DeadlineExceeded,
+                ModelError::NotReady { .. } | ModelError::ShuttingDown(_) => tonic::Code::Unavailable,
+                ModelError::Execution { .. } | ModelError::Runtime(_) => tonic::Code::Internal,
+            },
+            ApiError::BadRequest(_) => tonic::Code::InvalidArgument,
+            ApiError::PayloadTooLarge { .. } => tonic::Code::ResourceExhausted,
+            ApiError::NotFound(_) => tonic::Code::NotFound,
+            ApiError::Unavailable(_) => tonic::Code::Unavailable,
+        }
+    }
+
+    /// Seconds a client should wait before retrying, for overload errors.
+    fn retry_after(&self) -> Option<u32> {
+        matches!(
+            self,
+            ApiError::Model(ModelError::QueueFull { .. } | ModelError::ShuttingDown(_) | ModelError::NotReady { .. })
+        )
+        .then_some(1)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let retry = self.retry_after();
+        let mut resp = (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response();
+        if let Some(s) = retry {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        resp
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        tonic::Status::new(e.code(), e.to_string())
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

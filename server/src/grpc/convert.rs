@@ -1,0 +1,135 @@
+//! Protobuf tensors ⇄ `models::Tensor`.
+//!
+//! Inputs arrive either all in `raw_input_contents` (what tritonclient and perf_analyzer
+//! send) or each in its typed `contents`; outputs always leave in `raw_output_contents`,
+//! the only form tritonclient's `as_numpy` decodes.
+
+use bytes::Bytes;
+use models::{DataType, Tensor, TensorData};
+
+use crate::error::{ApiError, ApiResult};
+use crate::infer::{InferRequest, InferResponse, ParamValue};
+use crate::proto::inference as pb;
+use pb::infer_parameter::ParameterChoice;
+
+pub fn param(p: &pb::InferParameter) -> Option<ParamValue> {
+    Some(match p.parameter_choice.as_ref()? {
+        ParameterChoice::BoolParam(b) => ParamValue::Bool(*b),
+        ParameterChoice::Int64Param(i) => ParamValue::Int(*i),
+        ParameterChoice::StringParam(s) => ParamValue::Str(s.clone()),
+        ParameterChoice::DoubleParam(d) => ParamValue::Double(*d),
+        ParameterChoice::Uint64Param(u) => ParamValue::Uint(*u),
+    })
+}
+
+pub fn request(r: pb::ModelInferRequest) -> ApiResult<InferRequest> {
+    let mut req = InferRequest {
+        model: r.model_name,
+        version: Some(r.model_version).filter(|v| !v.is_empty()),
+        id: Some(r.id).filter(|v| !v.is_empty()),
+        ..Default::default()
+    };
+    for (k, v) in &r.parameters {
+        if let Some(p) = param(v) {
+            req.set_parameter(k, p)?;
+        }
+    }
+    let raw = r.raw_input_contents;
+    if !raw.is_empty() && raw.len() != r.inputs.len() {
+        return Err(ApiError::BadRequest(format!(
+            "raw_input_contents has {} entries for {} inputs; send one per input, in order",
+            raw.len(),
+            r.inputs.len()
+        )));
+    }
+    for (i, input) in r.inputs.into_iter().enumerate() {
+        let dt: DataType = input
+            .datatype
+            .parse()
+            .map_err(|e| ApiError::BadRequest(format!("input '{}': {e}", input.name)))?;
+        let bad = |source| ApiError::Model(models::Error::BadTensor { name: input.name.clone(), source });
+        let tensor = if raw.is_empty() {
+            let contents = input.contents.as_ref().ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "input '{}' has no contents and the request has no raw_input_contents",
+                    input.name
+                ))
+            })?;
+            let data = typed(&input.name, dt, contents)?;
+            Tensor::new(dt, input.shape, data).map_err(bad)?
+        } else {
+            if input.contents.is_some() {
+                return Err(ApiError::BadRequest(format!(
+                    "input '{}' has contents although the request uses raw_input_contents; use one form",
+                    input.name
+                )));
+            }
+            Tensor::from_raw(dt, input.shape, &raw[i]).map_err(bad)?
+        };
+        req.inputs.push((input.name, tensor));
+    }
+    req.outputs = r.outputs.into_iter().map(|o| o.name).collect();
+    Ok(req)
+}
+
+fn typed(name: &str, dt: DataType, c: &pb::InferTensorContents) -> ApiResult<TensorData> {
+    let range = |v: &dyn std::fmt::Display| {
+        ApiError::BadRequest(format!("input '{name}': value {v} is out of range for {dt}"))
+    };
+    macro_rules! narrow {
+        ($src:expr, $t:ty) => {{
+            let mut out = Vec::with_capacity($src.len() * std::mem::size_of::<$t>());
+            for v in $src {
+                out.extend_from_slice(&<$t>::try_from(*v).map_err(|_| range(v))?.to_le_bytes());
+            }
+            TensorData::Raw(out)
+        }};
+    }
+    macro_rules! packed {
+        ($src:expr) => {
+            TensorData::Raw($src.iter().flat_map(|v| v.to_le_bytes()).collect())
+        };
+    }
+    Ok(match dt {
+        DataType::Bool => TensorData::Raw(c.bool_contents.iter().map(|&b| b as u8).collect()),
+        DataType::Int8 => narrow!(&c.int_contents, i8),
+        DataType::Int16 => narrow!(&c.int_contents, i16),
+        DataType::Int32 => packed!(c.int_contents),
+        DataType::Int64 => packed!(c.int64_contents),
+        DataType::Uint8 => narrow!(&c.uint_contents, u8),
+        DataType::Uint16 => narrow!(&c.uint_contents, u16),
+        DataType::Uint32 => packed!(c.uint_contents),
+        DataType::Uint64 => packed!(c.uint64_contents),
+        DataType::Fp32 => packed!(c.fp32_contents),
+        DataType::Fp64 => packed!(c.fp64_contents),
+        DataType::Bytes => TensorData::Bytes(c.bytes_contents.clone()),
+        DataType::Fp16 | DataType::Bf16 => {
+            return Err(ApiError::BadRequest(format!(
+                "input '{name}': {dt} has no typed contents field; send it in raw_input_contents"
+            )));
+        }
+    })
+}
+
+pub fn response(r: InferResponse) -> pb::ModelInferResponse {
+    let mut outputs = Vec::with_capacity(r.outputs.len());
+    let mut raw = Vec::with_capacity(r.outputs.len());
+    for (name, t) in r.outputs {
+        raw.push(Bytes::from(t.to_raw()));
+        outputs.push(pb::model_infer_response::InferOutputTensor {
+            name,
+            datatype: t.datatype().as_str().into(),
+            shape: t.shape().to_vec(),
+            parameters: Default::default(),
+            contents: None,
+        });
+    }
+    pb::ModelInferResponse {
+        model_name: r.model_name,
+        model_version: r.model_version,
+        id: r.id.unwrap_or_default(),
+        parameters: Default::default(),
+        outputs,
+        raw_output_contents: raw,
+    }
+}

@@ -1,0 +1,229 @@
+//! The gRPC transport (tonic): `inference.GRPCInferenceService`, wire-compatible with
+//! Triton's, so tritonclient and perf_analyzer work unchanged.
+
+pub mod convert;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::ApiError;
+use crate::infer;
+use crate::proto::inference as pb;
+use crate::state::{AppState, EXTENSIONS, SERVER_NAME, SERVER_VERSION};
+use crate::triton;
+use pb::grpc_inference_service_server::GrpcInferenceService;
+
+pub use pb::grpc_inference_service_server::GrpcInferenceServiceServer;
+
+pub struct InferenceService {
+    state: Arc<AppState>,
+}
+
+impl InferenceService {
+    pub fn server(state: Arc<AppState>) -> GrpcInferenceServiceServer<InferenceService> {
+        let limit = state.max_request_bytes;
+        GrpcInferenceServiceServer::new(InferenceService { state })
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(usize::MAX)
+    }
+
+    fn version<'a>(v: &'a str) -> Option<&'a str> {
+        Some(v).filter(|v| !v.is_empty())
+    }
+
+    async fn infer_one(state: &AppState, r: pb::ModelInferRequest) -> Result<pb::ModelInferResponse, ApiError> {
+        let req = convert::request(r)?;
+        Ok(convert::response(infer::infer(state, req).await?))
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+/// Bound on stream requests in flight per stream; past it the stream stops reading (gRPC
+/// flow control pushes back on the client).
+const STREAM_IN_FLIGHT: usize = 1024;
+
+#[tonic::async_trait]
+impl GrpcInferenceService for InferenceService {
+    async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Reply<pb::ServerLiveResponse> {
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(&self, _: Request<pb::ServerReadyRequest>) -> Reply<pb::ServerReadyResponse> {
+        Ok(Response::new(pb::ServerReadyResponse { ready: self.state.is_ready() }))
+    }
+
+    async fn model_ready(&self, r: Request<pb::ModelReadyRequest>) -> Reply<pb::ModelReadyResponse> {
+        let r = r.into_inner();
+        let ready = self.state.repo.get(&r.name, Self::version(&r.version)).is_ok();
+        Ok(Response::new(pb::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(&self, _: Request<pb::ServerMetadataRequest>) -> Reply<pb::ServerMetadataResponse> {
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: SERVER_NAME.into(),
+            version: SERVER_VERSION.into(),
+            extensions: EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+        }))
+    }
+
+    async fn model_metadata(&self, r: Request<pb::ModelMetadataRequest>) -> Reply<pb::ModelMetadataResponse> {
+        let r = r.into_inner();
+        let repo = &self.state.repo;
+        let v = repo.get(&r.name, Self::version(&r.version)).map_err(ApiError::from)?;
+        let versions = match Self::version(&r.version) {
+            Some(_) => vec![v.version_label.clone()],
+            None => repo
+                .model(&r.name)
+                .map_err(ApiError::from)?
+                .ready()
+                .map(|x| x.version_label.clone())
+                .collect(),
+        };
+        let meta = |ts: &[models::TensorSpec]| {
+            ts.iter()
+                .map(|t| pb::model_metadata_response::TensorMetadata {
+                    name: t.name.clone(),
+                    datatype: t.datatype.as_str().into(),
+                    shape: t.shape.clone(),
+                })
+                .collect()
+        };
+        Ok(Response::new(pb::ModelMetadataResponse {
+            name: v.model.clone(),
+            versions,
+            platform: v.platform().into(),
+            inputs: meta(&v.signature.inputs),
+            outputs: meta(&v.signature.outputs),
+        }))
+    }
+
+    async fn model_infer(&self, r: Request<pb::ModelInferRequest>) -> Reply<pb::ModelInferResponse> {
+        Ok(Response::new(Self::infer_one(&self.state, r.into_inner()).await?))
+    }
+
+    type ModelStreamInferStream = Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>>;
+
+    /// Requests on one stream run concurrently (so they can share batches) and their
+    /// responses are sent in request order; an error answers that request only.
+    async fn model_stream_infer(&self, r: Request<Streaming<pb::ModelInferRequest>>) -> Reply<Self::ModelStreamInferStream> {
+        let mut incoming = r.into_inner();
+        let (order_tx, mut order_rx) = mpsc::channel::<tokio::task::JoinHandle<pb::ModelStreamInferResponse>>(STREAM_IN_FLIGHT);
+        let (out_tx, out_rx) = mpsc::channel(16);
+        let state = Arc::clone(&self.state);
+        tokio::spawn(async move {
+            loop {
+                match incoming.message().await {
+                    Ok(Some(req)) => {
+                        let state = Arc::clone(&state);
+                        let id = req.id.clone();
+                        let task = tokio::spawn(async move {
+                            match Self::infer_one(&state, req).await {
+                                Ok(resp) => pb::ModelStreamInferResponse {
+                                    error_message: String::new(),
+                                    infer_response: Some(resp),
+                                },
+                                Err(e) => pb::ModelStreamInferResponse {
+                                    error_message: e.to_string(),
+                                    infer_response: Some(pb::ModelInferResponse { id, ..Default::default() }),
+                                },
+                            }
+                        });
+                        if order_tx.send(task).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(%status, "inference stream ended with an error");
+                        break;
+                    }
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(task) = order_rx.recv().await {
+                let msg = task.await.unwrap_or_else(|e| pb::ModelStreamInferResponse {
+                    error_message: format!("request failed: {e}"),
+                    infer_response: None,
+                });
+                if out_tx.send(Ok(msg)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    async fn model_config(&self, r: Request<pb::ModelConfigRequest>) -> Reply<pb::ModelConfigResponse> {
+        let r = r.into_inner();
+        let v = self
+            .state
+            .repo
+            .get(&r.name, Self::version(&r.version))
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ModelConfigResponse {
+            config: Some(triton::model_config(&v)),
+        }))
+    }
+
+    async fn model_statistics(&self, r: Request<pb::ModelStatisticsRequest>) -> Reply<pb::ModelStatisticsResponse> {
+        let r = r.into_inner();
+        let repo = &self.state.repo;
+        let versions = match (r.name.as_str(), Self::version(&r.version)) {
+            ("", _) => repo.ready_versions(),
+            (m, None) => repo.model(m).map_err(ApiError::from)?.ready().cloned().collect(),
+            (m, Some(v)) => vec![repo.get(m, Some(v)).map_err(ApiError::from)?],
+        };
+        Ok(Response::new(pb::ModelStatisticsResponse {
+            model_stats: versions.iter().map(|v| triton::model_statistics(v)).collect(),
+        }))
+    }
+
+    async fn repository_index(&self, r: Request<pb::RepositoryIndexRequest>) -> Reply<pb::RepositoryIndexResponse> {
+        let ready_only = r.into_inner().ready;
+        let models = self
+            .state
+            .repo
+            .index()
+            .into_iter()
+            .filter(|e| !ready_only || e.state == "READY")
+            .map(|e| pb::repository_index_response::ModelIndex {
+                name: e.name,
+                version: e.version,
+                state: e.state.into(),
+                reason: e.reason,
+            })
+            .collect();
+        Ok(Response::new(pb::RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(&self, r: Request<pb::RepositoryModelLoadRequest>) -> Reply<pb::RepositoryModelLoadResponse> {
+        let r = r.into_inner();
+        if r.parameters.keys().any(|k| k == "config" || k.starts_with("file:")) {
+            return Err(Status::invalid_argument(
+                "loading a model from 'config' / 'file:' parameters is not supported: put the model in the \
+                 repository directory, then call load",
+            ));
+        }
+        let repo = Arc::clone(&self.state.repo);
+        tokio::task::spawn_blocking(move || repo.load_model(&r.model_name))
+            .await
+            .map_err(|e| Status::unavailable(format!("model load was interrupted: {e}")))?
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(&self, r: Request<pb::RepositoryModelUnloadRequest>) -> Reply<pb::RepositoryModelUnloadResponse> {
+        self.state
+            .repo
+            .unload_model(&r.into_inner().model_name)
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
+    }
+}

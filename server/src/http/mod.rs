@@ -1,0 +1,68 @@
+//! The REST transport (axum): KServe V2 routes under `/v2` ([`v2`]), their tensor codec
+//! ([`codec`]), and the Prometheus endpoint served on the metrics port ([`metrics_router`]).
+
+pub mod codec;
+pub mod v2;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{Method, Uri, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The REST API on the HTTP port.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v2", get(v2::server_metadata))
+        .route("/v2/health/live", get(v2::live))
+        .route("/v2/health/ready", get(v2::ready))
+        .route("/v2/models/stats", get(v2::stats_all))
+        .route("/v2/models/{m}", get(v2::model_metadata))
+        .route("/v2/models/{m}/ready", get(v2::model_ready_latest))
+        .route("/v2/models/{m}/config", get(v2::config_latest))
+        .route("/v2/models/{m}/stats", get(v2::stats_model))
+        .route("/v2/models/{m}/infer", post(v2::infer_latest))
+        .route("/v2/models/{m}/versions/{v}", get(v2::version_metadata))
+        .route("/v2/models/{m}/versions/{v}/ready", get(v2::model_ready_version))
+        .route("/v2/models/{m}/versions/{v}/config", get(v2::config_version))
+        .route("/v2/models/{m}/versions/{v}/stats", get(v2::stats_version))
+        .route("/v2/models/{m}/versions/{v}/infer", post(v2::infer_version))
+        .route("/v2/repository/index", post(v2::repository_index))
+        .route("/v2/repository/models/{m}/load", post(v2::repository_load))
+        .route("/v2/repository/models/{m}/unload", post(v2::repository_unload))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> impl IntoResponse {
+    let e = ApiError::BadRequest(format!("{method} is not allowed on {}", uri.path()));
+    let mut r = e.into_response();
+    *r.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    r
+}
+
+/// `/metrics` in the Prometheus text format, on the metrics port.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
+    let families = s.registry.gather();
+    let body = prometheus::TextEncoder::new()
+        .encode_to_string(&families)
+        .unwrap_or_else(|e| format!("# error encoding metrics: {e}\n"));
+    ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body)
+}

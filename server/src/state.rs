@@ -1,0 +1,59 @@
+//! State shared by every transport.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use models::repository::Repository;
+
+pub struct AppState {
+    pub repo: Arc<Repository>,
+    pub registry: prometheus::Registry,
+    pub max_request_bytes: usize,
+    /// Initial model loading is done.
+    loaded: AtomicBool,
+    /// SIGTERM received: refuse new work, finish what is in flight.
+    draining: AtomicBool,
+}
+
+pub const SERVER_NAME: &str = "inferd";
+pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The V2 / Triton protocol extensions inferd implements (`GET /v2`, `ServerMetadata`).
+pub const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "parameters",
+    "statistics",
+    "model_configuration",
+    "model_repository",
+    "schedule_policy",
+];
+
+impl AppState {
+    pub fn new(repo: Arc<Repository>, registry: prometheus::Registry, max_request_bytes: usize) -> Self {
+        AppState {
+            repo,
+            registry,
+            max_request_bytes,
+            loaded: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    pub fn set_loaded(&self) {
+        self.loaded.store(true, Ordering::Release);
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Ready to take inference requests: initial loads finished and not shutting down.
+    /// (A model that failed to load is reported by its own readiness, not here.)
+    pub fn is_ready(&self) -> bool {
+        self.loaded.load(Ordering::Acquire) && !self.is_draining()
+    }
+}
