@@ -1,1 +1,158 @@
-fn main(){}
+//! Micro-benchmarks of the request path below the network:
+//!
+//! - `onnx_mlp/run/N`: ONNX Runtime alone running the digits-sized MLP on a batch of N rows;
+//! - `batcher_mlp/one_request`: one request through the batcher (queue, worker hand-off,
+//!   ONNX Runtime, split, reply) — the batcher's overhead is this minus `onnx_mlp/run/1`;
+//! - `batcher_mlp/32_concurrent`: 32 threads submitting at once, so batches form; time for
+//!   all 32 responses;
+//! - `v2_json/decode_mlp_request` and `v2_json/encode_mlp_response`: the REST JSON codec.
+//!
+//! `cargo bench --bench batcher` (after `. scripts/env.sh`, which provides ONNX Runtime).
+
+use std::sync::Arc;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use models::backends::onnx::{self, OnnxModel, OnnxOptions};
+use models::batcher::{BatchSettings, Batcher, Job};
+use models::metrics::Metrics;
+use models::{DataType, Model, Tensor, TensorData};
+
+const MLP: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/models/mlp/1/model.onnx"
+);
+
+fn rows(n: usize) -> Tensor {
+    let data: Vec<u8> = (0..n * 64)
+        .flat_map(|i| ((i % 17) as f32 / 17.0).to_le_bytes())
+        .collect();
+    Tensor::new(DataType::Fp32, vec![n as i64, 64], TensorData::Raw(data)).unwrap()
+}
+
+fn load() -> OnnxModel {
+    onnx::init(None).expect("ONNX Runtime (run `. scripts/env.sh` first)");
+    OnnxModel::load(
+        "mlp",
+        MLP.as_ref(),
+        &OnnxOptions {
+            intra_op_threads: 1,
+            inter_op_threads: 1,
+        },
+    )
+    .unwrap()
+}
+
+fn onnx_direct(c: &mut Criterion) {
+    let mut model = load();
+    let mut g = c.benchmark_group("onnx_mlp");
+    for n in [1usize, 8, 32] {
+        let input = [rows(n)];
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::new("run", n), &n, |b, _| {
+            b.iter(|| model.run(&input).unwrap())
+        });
+    }
+    g.finish();
+}
+
+fn batcher(c: &mut Criterion) {
+    let settings = BatchSettings {
+        max_batch_size: 64,
+        ..Default::default()
+    };
+    let metrics = Metrics::unregistered().for_version("mlp", "1");
+    let batcher = Arc::new(
+        Batcher::start(
+            "mlp",
+            "1",
+            vec![Box::new(load())],
+            settings,
+            metrics,
+            Default::default(),
+        )
+        .unwrap(),
+    );
+    let job = || Job {
+        inputs: vec![rows(1)],
+        rows: 1,
+        priority: None,
+        timeout: None,
+    };
+
+    let mut g = c.benchmark_group("batcher_mlp");
+    g.bench_function("one_request", |b| {
+        b.iter(|| batcher.submit(job()).unwrap().wait().unwrap())
+    });
+
+    const CLIENTS: usize = 32;
+    g.throughput(Throughput::Elements(CLIENTS as u64));
+    g.bench_function("32_concurrent", |b| {
+        b.iter_custom(|iters| {
+            let start = Arc::new(Barrier::new(CLIENTS + 1));
+            let threads: Vec<_> = (0..CLIENTS)
+                .map(|_| {
+                    let (batcher, start) = (Arc::clone(&batcher), Arc::clone(&start));
+                    std::thread::spawn(move || {
+                        start.wait();
+                        for _ in 0..iters {
+                            batcher.submit(job()).unwrap().wait().unwrap();
+                        }
+                    })
+                })
+                .collect();
+            start.wait();
+            let t = Instant::now();
+            for th in threads {
+                th.join().unwrap();
+            }
+            t.elapsed()
+        })
+    });
+    g.finish();
+}
+
+fn json_codec(c: &mut Criterion) {
+    let body = serde_json::json!({
+        "inputs": [{ "name": "input", "shape": [1, 64], "datatype": "FP32",
+                     "data": (0..64).map(|i| i as f32 / 64.0).collect::<Vec<_>>() }]
+    });
+    let body = Bytes::from(serde_json::to_vec(&body).unwrap());
+    let headers = HeaderMap::new();
+    let mut g = c.benchmark_group("v2_json");
+    g.bench_function("decode_mlp_request", |b| {
+        b.iter(|| server::http::codec::decode_request(&headers, &body, "mlp", None).unwrap())
+    });
+    let out = Tensor::new(
+        DataType::Fp32,
+        vec![1, 10],
+        TensorData::Raw(
+            (0..10)
+                .flat_map(|i| (i as f32 / 10.0).to_le_bytes())
+                .collect(),
+        ),
+    )
+    .unwrap();
+    let resp = server::infer::InferResponse {
+        model_name: "mlp".into(),
+        model_version: "1".into(),
+        id: None,
+        outputs: vec![("probabilities".into(), out)],
+        timing: Default::default(),
+        batch_rows: 1,
+    };
+    g.bench_function("encode_mlp_response", |b| {
+        b.iter(|| server::http::codec::encode_response(&resp, &Default::default()))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = onnx_direct, batcher, json_codec
+}
+criterion_main!(benches);

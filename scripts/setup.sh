@@ -4,32 +4,40 @@
 #   - a Python venv with ONNX Runtime (its wheel carries libonnxruntime.so, which the server
 #     loads at run time), the fixture generators and Triton's Python client (tritonclient,
 #     whose wheel also carries perf_analyzer);
-#   - Debian's libb64 for perf_analyzer (only when apt-get is usable).
+#   - the benchmark extras (scripts/requirements-bench.txt: CUDA's runtime library, which
+#     perf_analyzer links even on a machine without a GPU);
+#   - Debian's libb64 for perf_analyzer and wrk for benches/load (only when apt-get is usable).
 # Idempotent and quick after the first run: the venv is rebuilt only when
-# scripts/requirements.txt changes. Prints the environment to `eval` (see scripts/env.sh).
+# scripts/requirements.txt or scripts/requirements-bench.txt changes. Prints the environment to
+# `eval` (see scripts/env.sh).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${INFERD_CACHE:-$HOME/.cache/inferd}"
 venv="$cache/venv"
 req="$here/requirements.txt"
+req_bench="$here/requirements-bench.txt"
 mkdir -p "$cache"
 
 stamp="$venv/.requirements.sha256"
-want="$(sha256sum "$req" | cut -d' ' -f1)"
+want="$(cat "$req" "$req_bench" | sha256sum | cut -d' ' -f1)"
 if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   echo "setup: installing Python packages into $venv" >&2
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check --upgrade pip >&2
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req" -r "$req_bench" >&2
   echo "$want" >"$stamp"
 fi
 
-# perf_analyzer (inside the tritonclient wheel) links libb64.so.0d.
-if ! ldconfig -p 2>/dev/null | grep -q 'libb64.so.0d'; then
+# perf_analyzer (inside the tritonclient wheel) links libb64.so.0d; benches/load drives HTTP
+# load with wrk.
+apt_missing=()
+ldconfig -p 2>/dev/null | grep -q 'libb64.so.0d' || apt_missing+=(libb64-0d)
+command -v wrk >/dev/null || apt_missing+=(wrk)
+if ((${#apt_missing[@]})); then
   if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
-    echo "setup: installing libb64-0d for perf_analyzer" >&2
-    (apt-get install -y -qq libb64-0d >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq libb64-0d >/dev/null 2>&1; }) \
-      || echo "setup: warning: could not install libb64-0d; perf_analyzer will not run" >&2
+    echo "setup: installing ${apt_missing[*]} (perf_analyzer, load benchmark)" >&2
+    (apt-get install -y -qq "${apt_missing[@]}" >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "${apt_missing[@]}" >/dev/null 2>&1; }) \
+      || echo "setup: warning: could not install ${apt_missing[*]}; perf_analyzer / benches/load will not run" >&2
   fi
 fi
 

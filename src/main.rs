@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "inferd", version, about = "Low-latency ML inference server (KServe V2 / Triton-compatible REST and gRPC)")]
+#[command(
+    name = "inferd",
+    version,
+    about = "Low-latency ML inference server (KServe V2 / Triton-compatible REST and gRPC)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,7 +22,9 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("INFERD_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("INFERD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

@@ -17,8 +17,11 @@
 //! on the async runtime; the response travels back on a `tokio::sync::oneshot`.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -88,8 +91,61 @@ pub struct JobOutput {
     pub batch_rows: usize,
 }
 
-/// The receiving end of a submitted job.
-pub type JobReceiver = oneshot::Receiver<Result<JobOutput>>;
+/// The receiving end of a submitted job: a future of its result.
+///
+/// Dropping it before the result arrives (the client went away) wakes the workers, which
+/// drop the request from the queue instead of running it.
+pub struct JobReceiver {
+    rx: oneshot::Receiver<Result<JobOutput>>,
+    shared: Arc<Shared>,
+    done: bool,
+}
+
+impl Future for JobReceiver {
+    type Output = Result<JobOutput>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let out = ready!(Pin::new(&mut this.rx).poll(cx));
+        this.done = true;
+        Poll::Ready(out.unwrap_or_else(|_| {
+            Err(Error::Execution {
+                model: this.shared.model.clone(),
+                message: "the model's worker stopped before answering".into(),
+            })
+        }))
+    }
+}
+
+impl std::fmt::Debug for JobReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobReceiver")
+            .field("model", &self.shared.model)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JobReceiver {
+    /// Waits for the result on a thread outside any async runtime.
+    pub fn wait(mut self) -> Result<JobOutput> {
+        let rx = std::mem::replace(&mut self.rx, oneshot::channel().1);
+        self.done = true;
+        rx.blocking_recv().unwrap_or_else(|_| {
+            Err(Error::Execution {
+                model: self.shared.model.clone(),
+                message: "the model's worker stopped before answering".into(),
+            })
+        })
+    }
+}
+
+impl Drop for JobReceiver {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.wake.notify_all();
+        }
+    }
+}
 
 struct Pending {
     job: Job,
@@ -210,7 +266,11 @@ impl Batcher {
         }
         s.metrics.pending.inc();
         s.wake.notify_one();
-        Ok(rx)
+        Ok(JobReceiver {
+            rx,
+            shared: Arc::clone(&self.shared),
+            done: false,
+        })
     }
 
     /// Stops intake; queued requests still run. Idempotent.
@@ -262,7 +322,9 @@ impl Shared {
                     let _ = p.reply.send(Err(Error::Timeout {
                         model: self.model.clone(),
                         waited_us: waited.as_micros() as u64,
-                        timeout_us: p.deadline.map_or(0, |d| (d - p.enqueued).as_micros() as u64),
+                        timeout_us: p
+                            .deadline
+                            .map_or(0, |d| (d - p.enqueued).as_micros() as u64),
                     }));
                 } else {
                     i += 1;
@@ -314,7 +376,11 @@ impl Shared {
 
     /// The head's enqueue time, the rows a batch could have now, and the earliest deadline.
     fn survey(&self, st: &State) -> (Instant, usize, Option<Instant>) {
-        let head = st.queues.iter().find_map(|q| q.front()).expect("queue not empty");
+        let head = st
+            .queues
+            .iter()
+            .find_map(|q| q.front())
+            .expect("queue not empty");
         let mut oldest = head.enqueued;
         let mut rows = 0;
         let mut deadline: Option<Instant> = None;
@@ -335,7 +401,11 @@ impl Shared {
     /// `max_batch_size` rows.
     fn take(&self, st: &mut State) -> Vec<Pending> {
         let max = self.settings.max_batch_size;
-        let first_level = st.queues.iter().position(|q| !q.is_empty()).expect("queue not empty");
+        let first_level = st
+            .queues
+            .iter()
+            .position(|q| !q.is_empty())
+            .expect("queue not empty");
         let head = st.queues[first_level].pop_front().expect("non-empty level");
         let mut rows = head.job.rows;
         let mut batch = vec![head];
@@ -363,16 +433,24 @@ impl Shared {
         let batching = self.settings.max_batch_size > 0;
 
         let t0 = Instant::now();
-        let (jobs, replies): (Vec<(Job, Instant)>, Vec<_>) =
-            batch.into_iter().map(|p| ((p.job, p.enqueued), p.reply)).unzip();
+        let (jobs, replies): (Vec<(Job, Instant)>, Vec<_>) = batch
+            .into_iter()
+            .map(|p| ((p.job, p.enqueued), p.reply))
+            .unzip();
         let inputs: Vec<Tensor> = if jobs.len() == 1 {
             Vec::new()
         } else {
             (0..jobs[0].0.inputs.len())
-                .map(|i| Tensor::concat(&jobs.iter().map(|(j, _)| &j.inputs[i]).collect::<Vec<_>>()))
+                .map(|i| {
+                    Tensor::concat(&jobs.iter().map(|(j, _)| &j.inputs[i]).collect::<Vec<_>>())
+                })
                 .collect()
         };
-        let inputs = if jobs.len() == 1 { &jobs[0].0.inputs } else { &inputs };
+        let inputs = if jobs.len() == 1 {
+            &jobs[0].0.inputs
+        } else {
+            &inputs
+        };
         let compute_input = t0.elapsed();
 
         let t1 = Instant::now();
@@ -403,14 +481,20 @@ impl Shared {
                 m.compute_input.observe(compute_input.as_secs_f64());
                 m.compute_infer.observe(compute_infer.as_secs_f64());
                 m.compute_output.observe(compute_output.as_secs_f64());
-                self.stats
-                    .record_execution(rows as u64, compute_input, compute_infer, compute_output);
+                self.stats.record_execution(
+                    rows as u64,
+                    compute_input,
+                    compute_infer,
+                    compute_output,
+                );
                 let n = jobs.len() as u64;
                 self.stats.compute_input.add(n, compute_input);
                 self.stats.compute_infer.add(n, compute_infer);
                 self.stats.compute_output.add(n, compute_output);
                 let done = Instant::now();
-                for (((_, enqueued), reply), outputs) in jobs.into_iter().zip(replies).zip(per_request) {
+                for (((_, enqueued), reply), outputs) in
+                    jobs.into_iter().zip(replies).zip(per_request)
+                {
                     let queue = started - enqueued;
                     m.queue_duration.observe(queue.as_secs_f64());
                     m.request_duration.observe((done - enqueued).as_secs_f64());
@@ -451,7 +535,9 @@ impl Shared {
         if sizes.len() == 1 {
             return Ok(vec![outputs]);
         }
-        let mut per_request: Vec<Vec<Tensor>> = (0..sizes.len()).map(|_| Vec::with_capacity(outputs.len())).collect();
+        let mut per_request: Vec<Vec<Tensor>> = (0..sizes.len())
+            .map(|_| Vec::with_capacity(outputs.len()))
+            .collect();
         for t in outputs {
             let shape = t.shape().to_vec();
             let parts = t.split(sizes).filter(|_| batching).ok_or_else(|| Error::Execution {
@@ -512,19 +598,30 @@ mod tests {
             }
             let t = &inputs[0];
             self.batches.lock().unwrap().push(t.shape()[0] as usize);
-            let TensorData::Raw(b) = t.data() else { unreachable!() };
+            let TensorData::Raw(b) = t.data() else {
+                unreachable!()
+            };
             let out: Vec<u8> = b
                 .chunks(4)
                 .flat_map(|c| (f32::from_le_bytes(c.try_into().unwrap()) * 2.0).to_le_bytes())
                 .collect();
-            Ok(vec![Tensor::new(DataType::Fp32, t.shape().to_vec(), TensorData::Raw(out)).unwrap()])
+            Ok(vec![
+                Tensor::new(DataType::Fp32, t.shape().to_vec(), TensorData::Raw(out)).unwrap(),
+            ])
         }
     }
 
     fn job(values: &[f32]) -> Job {
         let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         Job {
-            inputs: vec![Tensor::new(DataType::Fp32, vec![values.len() as i64, 1], TensorData::Raw(raw)).unwrap()],
+            inputs: vec![
+                Tensor::new(
+                    DataType::Fp32,
+                    vec![values.len() as i64, 1],
+                    TensorData::Raw(raw),
+                )
+                .unwrap(),
+            ],
             rows: values.len(),
             priority: None,
             timeout: None,
@@ -532,8 +629,12 @@ mod tests {
     }
 
     fn values(t: &Tensor) -> Vec<f32> {
-        let TensorData::Raw(b) = t.data() else { unreachable!() };
-        b.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        let TensorData::Raw(b) = t.data() else {
+            unreachable!()
+        };
+        b.chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
 
     struct Fixture {
@@ -548,10 +649,28 @@ mod tests {
         let batches = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new((Mutex::new(!gated), Condvar::new()));
         let runs = Arc::new(AtomicUsize::new(0));
-        let model = Doubler { batches: batches.clone(), gate: Some(gate.clone()), runs: runs.clone() };
+        let model = Doubler {
+            batches: batches.clone(),
+            gate: Some(gate.clone()),
+            runs: runs.clone(),
+        };
         let metrics = Metrics::unregistered().for_version("m", "1");
-        let batcher = Batcher::start("m", "1", vec![Box::new(model)], settings, metrics.clone(), Default::default()).unwrap();
-        Fixture { batcher, batches, gate, runs, metrics }
+        let batcher = Batcher::start(
+            "m",
+            "1",
+            vec![Box::new(model)],
+            settings,
+            metrics.clone(),
+            Default::default(),
+        )
+        .unwrap();
+        Fixture {
+            batcher,
+            batches,
+            gate,
+            runs,
+            metrics,
+        }
     }
 
     fn open(gate: &(Mutex<bool>, Condvar)) {
@@ -566,12 +685,18 @@ mod tests {
     }
 
     fn recv(rx: JobReceiver) -> Result<JobOutput> {
-        rx.blocking_recv().expect("batcher replied")
+        rx.wait()
     }
 
     #[test]
     fn queued_requests_run_as_one_batch_and_get_their_own_rows_back() {
-        let f = start(BatchSettings { max_batch_size: 8, ..Default::default() }, true);
+        let f = start(
+            BatchSettings {
+                max_batch_size: 8,
+                ..Default::default()
+            },
+            true,
+        );
         // The first request occupies the (gated) model; the next three queue up behind it.
         let first = f.batcher.submit(job(&[1.0])).unwrap();
         wait_until(|| f.runs.load(Ordering::SeqCst) == 1);
@@ -591,10 +716,18 @@ mod tests {
 
     #[test]
     fn batches_never_exceed_max_batch_size() {
-        let f = start(BatchSettings { max_batch_size: 3, ..Default::default() }, true);
+        let f = start(
+            BatchSettings {
+                max_batch_size: 3,
+                ..Default::default()
+            },
+            true,
+        );
         let first = f.batcher.submit(job(&[0.0])).unwrap();
         wait_until(|| f.runs.load(Ordering::SeqCst) == 1);
-        let rx: Vec<_> = (0..5).map(|i| f.batcher.submit(job(&[i as f32, 1.0])).unwrap()).collect();
+        let rx: Vec<_> = (0..5)
+            .map(|i| f.batcher.submit(job(&[i as f32, 1.0])).unwrap())
+            .collect();
         open(&f.gate);
         recv(first).unwrap();
         for r in rx {
@@ -607,13 +740,29 @@ mod tests {
 
     #[test]
     fn full_queue_rejects_at_once() {
-        let f = start(BatchSettings { max_batch_size: 1, max_queue_size: 2, ..Default::default() }, true);
+        let f = start(
+            BatchSettings {
+                max_batch_size: 1,
+                max_queue_size: 2,
+                ..Default::default()
+            },
+            true,
+        );
         let running = f.batcher.submit(job(&[1.0])).unwrap();
         wait_until(|| f.runs.load(Ordering::SeqCst) == 1);
         let q1 = f.batcher.submit(job(&[2.0])).unwrap();
         let q2 = f.batcher.submit(job(&[3.0])).unwrap();
         let err = f.batcher.submit(job(&[4.0])).unwrap_err();
-        assert!(matches!(err, Error::QueueFull { max_queue_size: 2, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::QueueFull {
+                    max_queue_size: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert_eq!(f.metrics.failure(FailureReason::Rejected).get(), 1);
         open(&f.gate);
         for r in [running, q1, q2] {
@@ -623,7 +772,13 @@ mod tests {
 
     #[test]
     fn requests_time_out_in_the_queue_without_running() {
-        let f = start(BatchSettings { max_batch_size: 4, ..Default::default() }, true);
+        let f = start(
+            BatchSettings {
+                max_batch_size: 4,
+                ..Default::default()
+            },
+            true,
+        );
         let running = f.batcher.submit(job(&[1.0])).unwrap();
         wait_until(|| f.runs.load(Ordering::SeqCst) == 1);
         let mut j = job(&[2.0]);
@@ -640,7 +795,13 @@ mod tests {
 
     #[test]
     fn requests_whose_client_left_are_dropped_before_running() {
-        let f = start(BatchSettings { max_batch_size: 1, ..Default::default() }, true);
+        let f = start(
+            BatchSettings {
+                max_batch_size: 1,
+                ..Default::default()
+            },
+            true,
+        );
         let running = f.batcher.submit(job(&[1.0])).unwrap();
         wait_until(|| f.runs.load(Ordering::SeqCst) == 1);
         drop(f.batcher.submit(job(&[2.0])).unwrap());
@@ -653,9 +814,39 @@ mod tests {
     }
 
     #[test]
+    fn a_dropped_receiver_leaves_the_queue_without_waiting_for_the_batch_delay() {
+        // The delay is an hour: only the receiver's drop can wake the worker in time.
+        let f = start(
+            BatchSettings {
+                max_batch_size: 4,
+                max_queue_delay: Duration::from_secs(3600),
+                ..Default::default()
+            },
+            false,
+        );
+        drop(f.batcher.submit(job(&[1.0])).unwrap());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while f.metrics.failure(FailureReason::Canceled).get() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the abandoned request was not removed"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(f.batcher.queued(), 0);
+        assert_eq!(f.metrics.pending.get(), 0);
+        assert_eq!(f.runs.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
     fn higher_priority_runs_first() {
         let f = start(
-            BatchSettings { max_batch_size: 1, priority_levels: 2, default_priority: 2, ..Default::default() },
+            BatchSettings {
+                max_batch_size: 1,
+                priority_levels: 2,
+                default_priority: 2,
+                ..Default::default()
+            },
             true,
         );
         let running = f.batcher.submit(job(&[1.0])).unwrap();
@@ -666,7 +857,13 @@ mod tests {
         let high = f.batcher.submit(urgent).unwrap();
         let mut bad = job(&[4.0]);
         bad.priority = Some(3);
-        assert!(f.batcher.submit(bad).unwrap_err().to_string().contains("priority 3 is out of range"));
+        assert!(
+            f.batcher
+                .submit(bad)
+                .unwrap_err()
+                .to_string()
+                .contains("priority 3 is out of range")
+        );
         open(&f.gate);
         for r in [running, low, high] {
             recv(r).unwrap();
@@ -677,7 +874,11 @@ mod tests {
     #[test]
     fn a_partial_batch_waits_for_the_delay_then_runs() {
         let f = start(
-            BatchSettings { max_batch_size: 4, max_queue_delay: Duration::from_millis(30), ..Default::default() },
+            BatchSettings {
+                max_batch_size: 4,
+                max_queue_delay: Duration::from_millis(30),
+                ..Default::default()
+            },
             false,
         );
         let (tx, rx) = mpsc::channel();
@@ -692,12 +893,21 @@ mod tests {
 
     #[test]
     fn shutdown_finishes_queued_work_and_refuses_new() {
-        let f = start(BatchSettings { max_batch_size: 2, ..Default::default() }, true);
+        let f = start(
+            BatchSettings {
+                max_batch_size: 2,
+                ..Default::default()
+            },
+            true,
+        );
         let running = f.batcher.submit(job(&[1.0])).unwrap();
         wait_until(|| f.runs.load(Ordering::SeqCst) == 1);
         let queued = f.batcher.submit(job(&[2.0])).unwrap();
         f.batcher.close();
-        assert!(matches!(f.batcher.submit(job(&[3.0])), Err(Error::ShuttingDown(_))));
+        assert!(matches!(
+            f.batcher.submit(job(&[3.0])),
+            Err(Error::ShuttingDown(_))
+        ));
         open(&f.gate);
         f.batcher.shutdown();
         recv(running).unwrap();

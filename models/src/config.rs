@@ -74,7 +74,11 @@ impl VersionPolicy {
                 available[skip..].to_vec()
             }
             VersionPolicy::All(_) => available.to_vec(),
-            VersionPolicy::Specific(v) => available.iter().copied().filter(|a| v.contains(a)).collect(),
+            VersionPolicy::Specific(v) => available
+                .iter()
+                .copied()
+                .filter(|a| v.contains(a))
+                .collect(),
         }
     }
 }
@@ -134,15 +138,14 @@ impl ModelConfig {
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
         let cfg: ModelConfig =
             toml::from_str(text).map_err(|e| Error::Config(format!("{origin}: {e}")))?;
-        cfg.validate().map_err(|e| Error::Config(format!("{origin}: {e}")))?;
+        cfg.validate()
+            .map_err(|e| Error::Config(format!("{origin}: {e}")))?;
         Ok(cfg)
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
-        if let Some(b) = &self.backend {
-            if b != "onnx" {
-                return Err(format!("backend '{b}' is not supported (supported: onnx)"));
-            }
+        if let Some(b) = self.backend.as_ref().filter(|b| *b != "onnx") {
+            return Err(format!("backend '{b}' is not supported (supported: onnx)"));
         }
         let db = &self.dynamic_batching;
         if db.max_queue_size == 0 {
@@ -163,10 +166,14 @@ impl ModelConfig {
         if let VersionPolicy::Latest(0) = self.version_policy {
             return Err("version_policy.latest must be at least 1".into());
         }
-        if let Some(f) = &self.default_model_filename {
-            if f.contains('/') || f.contains("..") || f.is_empty() {
-                return Err(format!("default_model_filename '{f}' must be a plain file name"));
-            }
+        if let Some(f) = self
+            .default_model_filename
+            .as_ref()
+            .filter(|f| f.contains('/') || f.contains("..") || f.is_empty())
+        {
+            return Err(format!(
+                "default_model_filename '{f}' must be a plain file name"
+            ));
         }
         Ok(())
     }
@@ -209,7 +216,11 @@ mod tests {
 
     #[test]
     fn rejects_bad_configs_with_the_reason() {
-        let e = |s| ModelConfig::parse(s, "m/config.toml").unwrap_err().to_string();
+        let e = |s| {
+            ModelConfig::parse(s, "m/config.toml")
+                .unwrap_err()
+                .to_string()
+        };
         assert!(e("max_batch = 3").contains("unknown field `max_batch`"));
         assert!(e("backend = \"tensorrt\"").contains("not supported"));
         assert!(e("[dynamic_batching]\nmax_queue_size = 0").contains("max_queue_size"));

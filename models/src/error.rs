@@ -34,7 +34,9 @@ pub enum Error {
         max_queue_size: usize,
     },
     /// The request's `timeout` passed while it waited in the queue; it did not run.
-    #[error("request timed out after {waited_us} µs in the queue of model '{model}' (timeout {timeout_us} µs); it was not run")]
+    #[error(
+        "request timed out after {waited_us} µs in the queue of model '{model}' (timeout {timeout_us} µs); it was not run"
+    )]
     Timeout {
         model: String,
         waited_us: u64,

@@ -11,8 +11,8 @@ use prometheus::{
 };
 
 const LATENCY_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.5, 5.0, 10.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
 ];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
@@ -197,8 +197,10 @@ impl Metrics {
         let l = &[model, version];
         VersionMetrics {
             success: self.success.with_label_values(l),
-            failures: FailureReason::ALL
-                .map(|r| self.failure.with_label_values(&[model, version, r.as_str()])),
+            failures: FailureReason::ALL.map(|r| {
+                self.failure
+                    .with_label_values(&[model, version, r.as_str()])
+            }),
             inference_count: self.inference_count.with_label_values(l),
             exec_count: self.exec_count.with_label_values(l),
             request_duration: self.request_duration.with_label_values(l),

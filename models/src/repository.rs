@@ -272,7 +272,10 @@ impl Repository {
                 "no version to serve in {}: expected numbered version directories (1/, 2/, ...) \
                  matching the version policy, each holding {}",
                 dir.display(),
-                config.default_model_filename.as_deref().unwrap_or(DEFAULT_MODEL_FILENAME)
+                config
+                    .default_model_filename
+                    .as_deref()
+                    .unwrap_or(DEFAULT_MODEL_FILENAME)
             ));
             return entry;
         }
@@ -304,9 +307,20 @@ impl Repository {
         entry
     }
 
-    fn load_version(&self, name: &str, version: u64, dir: &Path, config: &ModelConfig) -> Result<ServedVersion> {
+    fn load_version(
+        &self,
+        name: &str,
+        version: u64,
+        dir: &Path,
+        config: &ModelConfig,
+    ) -> Result<ServedVersion> {
         let started = Instant::now();
-        let file = dir.join(config.default_model_filename.as_deref().unwrap_or(DEFAULT_MODEL_FILENAME));
+        let file = dir.join(
+            config
+                .default_model_filename
+                .as_deref()
+                .unwrap_or(DEFAULT_MODEL_FILENAME),
+        );
         if !file.is_file() {
             return Err(Error::Load {
                 model: name.to_owned(),
@@ -347,15 +361,26 @@ impl Repository {
             max_batch_size,
             max_queue_delay: Duration::from_micros(db.max_queue_delay_us),
             max_queue_size: db.max_queue_size,
-            default_timeout: (db.default_timeout_us > 0).then(|| Duration::from_micros(db.default_timeout_us)),
+            default_timeout: (db.default_timeout_us > 0)
+                .then(|| Duration::from_micros(db.default_timeout_us)),
             priority_levels: db.priority_levels,
             default_priority: db.default_priority_level,
         };
         let label = version.to_string();
         let metrics = self.metrics.for_version(name, &label);
         let stats = Arc::new(ModelStats::default());
-        let instances_boxed: Vec<Box<dyn Model>> = models.into_iter().map(|m| Box::new(m) as Box<dyn Model>).collect();
-        let batcher = Batcher::start(name, &label, instances_boxed, settings, metrics.clone(), Arc::clone(&stats))?;
+        let instances_boxed: Vec<Box<dyn Model>> = models
+            .into_iter()
+            .map(|m| Box::new(m) as Box<dyn Model>)
+            .collect();
+        let batcher = Batcher::start(
+            name,
+            &label,
+            instances_boxed,
+            settings,
+            metrics.clone(),
+            Arc::clone(&stats),
+        )?;
         let load_duration = started.elapsed();
         metrics.load_duration.set(load_duration.as_secs_f64());
         Ok(ServedVersion {
@@ -396,7 +421,13 @@ impl Repository {
                 let reason = entry
                     .error
                     .clone()
-                    .or_else(|| entry.versions.values().last().map(|s| s.reason().to_owned()))
+                    .or_else(|| {
+                        entry
+                            .versions
+                            .values()
+                            .last()
+                            .map(|s| s.reason().to_owned())
+                    })
                     .unwrap_or_else(|| "no version is loaded".into());
                 not_ready("(latest)".into(), &reason)
             }),
@@ -453,7 +484,10 @@ fn read_config(dir: &Path) -> Result<ModelConfig> {
     match std::fs::read_to_string(&path) {
         Ok(text) => ModelConfig::parse(&text, &path.display().to_string()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ModelConfig::default()),
-        Err(e) => Err(Error::Config(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => Err(Error::Config(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -498,7 +532,11 @@ pub fn warmup_inputs(sig: &Signature) -> Vec<Tensor> {
     sig.inputs
         .iter()
         .map(|spec| {
-            let shape: Vec<i64> = spec.shape.iter().map(|&d| if d < 0 { 1 } else { d }).collect();
+            let shape: Vec<i64> = spec
+                .shape
+                .iter()
+                .map(|&d| if d < 0 { 1 } else { d })
+                .collect();
             let n: usize = shape.iter().map(|&d| d as usize).product();
             let data = match spec.datatype.size() {
                 Some(size) => TensorData::Raw(vec![0; n * size]),
@@ -517,7 +555,9 @@ pub fn validate_name(name: &str) -> Result<()> {
         && name != "."
         && name != ".."
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
@@ -547,7 +587,16 @@ mod tests {
         for ok in ["mlp", "a.b-c_1", "X"] {
             assert!(validate_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "..", ".hidden", "a/b", "a\\b", "a\nb", "a b", &"x".repeat(129)] {
+        for bad in [
+            "",
+            "..",
+            ".hidden",
+            "a/b",
+            "a\\b",
+            "a\nb",
+            "a b",
+            &"x".repeat(129),
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
     }

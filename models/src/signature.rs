@@ -128,7 +128,11 @@ fn check_shape(name: &str, got: &[i64], want: &[i64]) -> Result<()> {
         )))
     };
     if got.len() != want.len() {
-        return mismatch(format!("expected {} dimensions, got {}", want.len(), got.len()));
+        return mismatch(format!(
+            "expected {} dimensions, got {}",
+            want.len(),
+            got.len()
+        ));
     }
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         if g < 0 {
@@ -162,23 +166,43 @@ mod tests {
     fn sig() -> Signature {
         Signature {
             inputs: vec![
-                TensorSpec { name: "a".into(), datatype: DataType::Fp32, shape: vec![-1, 4] },
-                TensorSpec { name: "b".into(), datatype: DataType::Int64, shape: vec![-1, -1] },
+                TensorSpec {
+                    name: "a".into(),
+                    datatype: DataType::Fp32,
+                    shape: vec![-1, 4],
+                },
+                TensorSpec {
+                    name: "b".into(),
+                    datatype: DataType::Int64,
+                    shape: vec![-1, -1],
+                },
             ],
-            outputs: vec![TensorSpec { name: "y".into(), datatype: DataType::Fp32, shape: vec![-1] }],
+            outputs: vec![TensorSpec {
+                name: "y".into(),
+                datatype: DataType::Fp32,
+                shape: vec![-1],
+            }],
         }
     }
 
     fn t(dt: DataType, shape: Vec<i64>) -> Tensor {
         let n: i64 = shape.iter().product();
-        Tensor::new(dt, shape, TensorData::Raw(vec![0; n as usize * dt.size().unwrap()])).unwrap()
+        Tensor::new(
+            dt,
+            shape,
+            TensorData::Raw(vec![0; n as usize * dt.size().unwrap()]),
+        )
+        .unwrap()
     }
 
     #[test]
     fn orders_inputs_and_reports_batch() {
         let (ins, batch) = sig()
             .check_inputs(
-                vec![("b".into(), t(DataType::Int64, vec![3, 7])), ("a".into(), t(DataType::Fp32, vec![3, 4]))],
+                vec![
+                    ("b".into(), t(DataType::Int64, vec![3, 7])),
+                    ("a".into(), t(DataType::Fp32, vec![3, 4])),
+                ],
                 8,
             )
             .unwrap();
@@ -198,10 +222,24 @@ mod tests {
         let b = || t(DataType::Int64, vec![2, 1]);
         assert!(err(vec![("a", a())], 8).contains("missing input 'b'"));
         assert!(err(vec![("a", a()), ("b", b()), ("c", b())], 8).contains("unexpected input 'c'"));
-        assert!(err(vec![("a", t(DataType::Fp64, vec![2, 4])), ("b", b())], 8).contains("datatype FP64 does not match the model's FP32"));
-        assert!(err(vec![("a", t(DataType::Fp32, vec![2, 5])), ("b", b())], 8).contains("dimension 1 must be 4"));
-        assert!(err(vec![("a", t(DataType::Fp32, vec![8])), ("b", b())], 8).contains("expected 2 dimensions"));
-        assert!(err(vec![("a", a()), ("b", t(DataType::Int64, vec![3, 1]))], 8).contains("disagree on the batch size"));
-        assert!(err(vec![("a", a()), ("b", b())], 1).contains("exceeds the model's max_batch_size 1"));
+        assert!(
+            err(vec![("a", t(DataType::Fp64, vec![2, 4])), ("b", b())], 8)
+                .contains("datatype FP64 does not match the model's FP32")
+        );
+        assert!(
+            err(vec![("a", t(DataType::Fp32, vec![2, 5])), ("b", b())], 8)
+                .contains("dimension 1 must be 4")
+        );
+        assert!(
+            err(vec![("a", t(DataType::Fp32, vec![8])), ("b", b())], 8)
+                .contains("expected 2 dimensions")
+        );
+        assert!(
+            err(vec![("a", a()), ("b", t(DataType::Int64, vec![3, 1]))], 8)
+                .contains("disagree on the batch size")
+        );
+        assert!(
+            err(vec![("a", a()), ("b", b())], 1).contains("exceeds the model's max_batch_size 1")
+        );
     }
 }

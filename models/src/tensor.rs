@@ -221,7 +221,7 @@ impl Tensor {
         if sizes.iter().sum::<usize>() != rows {
             return None;
         }
-        let row_elems = if rows == 0 { 0 } else { self.len() / rows };
+        let row_elems = self.len().checked_div(rows).unwrap_or(0);
         let mut out = Vec::with_capacity(sizes.len());
         match self.data {
             TensorData::Raw(buf) => {
@@ -294,14 +294,22 @@ mod tests {
     fn new_checks_lengths() {
         assert!(matches!(
             Tensor::new(DataType::Fp32, vec![2, 2], TensorData::Raw(vec![0; 15])),
-            Err(TensorError::ByteLength { expected: 16, actual: 15, .. })
+            Err(TensorError::ByteLength {
+                expected: 16,
+                actual: 15,
+                ..
+            })
         ));
         assert!(matches!(
             Tensor::new(DataType::Int8, vec![-1, 2], TensorData::Raw(vec![])),
             Err(TensorError::NegativeDim { .. })
         ));
         assert!(matches!(
-            Tensor::new(DataType::Int8, vec![i64::MAX, i64::MAX], TensorData::Raw(vec![])),
+            Tensor::new(
+                DataType::Int8,
+                vec![i64::MAX, i64::MAX],
+                TensorData::Raw(vec![])
+            ),
             Err(TensorError::TooLarge { .. })
         ));
         assert!(Tensor::new(DataType::Bytes, vec![2], TensorData::Bytes(vec![vec![1]])).is_err());
@@ -334,9 +342,17 @@ mod tests {
 
         let s = |v: &[&str]| {
             let items: Vec<Vec<u8>> = v.iter().map(|s| s.as_bytes().to_vec()).collect();
-            Tensor::new(DataType::Bytes, vec![v.len() as i64], TensorData::Bytes(items)).unwrap()
+            Tensor::new(
+                DataType::Bytes,
+                vec![v.len() as i64],
+                TensorData::Bytes(items),
+            )
+            .unwrap()
         };
         let (x, y) = (s(&["a"]), s(&["b", "c"]));
-        assert_eq!(Tensor::concat(&[&x, &y]).split(&[1, 2]).unwrap(), vec![x, y]);
+        assert_eq!(
+            Tensor::concat(&[&x, &y]).split(&[1, 2]).unwrap(),
+            vec![x, y]
+        );
     }
 }

@@ -93,8 +93,9 @@ impl Config {
     pub fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
         let file = match &args.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read config file {}: {e}", path.display())
+                })?;
                 toml::from_str::<FileConfig>(&text)
                     .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
             }
@@ -106,13 +107,19 @@ impl Config {
             .or_else(|| {
                 std::env::var_os("XDG_DATA_HOME")
                     .map(|d| PathBuf::from(d).join("inferd"))
-                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/inferd")))
+                    .or_else(|| {
+                        std::env::var_os("HOME")
+                            .map(|h| PathBuf::from(h).join(".local/share/inferd"))
+                    })
             })
             .ok_or_else(|| anyhow::anyhow!("no --data-dir given and no HOME to default to"))?;
         let cfg = Config {
             model_repository: args.model_repository.or(file.model_repository),
             data_dir,
-            host: args.host.or(file.host).unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            host: args
+                .host
+                .or(file.host)
+                .unwrap_or(IpAddr::from([0, 0, 0, 0])),
             http_port: args.http_port.or(file.http_port).unwrap_or(8000),
             grpc_port: args.grpc_port.or(file.grpc_port).unwrap_or(8001),
             metrics_port: args.metrics_port.or(file.metrics_port).unwrap_or(8002),
@@ -121,7 +128,10 @@ impl Config {
                 .or(file.max_request_bytes)
                 .unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
             onnxruntime_lib: args.onnxruntime_lib.or(file.onnxruntime_lib),
-            drain_timeout_secs: args.drain_timeout_secs.or(file.drain_timeout_secs).unwrap_or(30),
+            drain_timeout_secs: args
+                .drain_timeout_secs
+                .or(file.drain_timeout_secs)
+                .unwrap_or(30),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -142,10 +152,16 @@ impl Config {
         ];
         for (i, (a, pa)) in ports.iter().enumerate() {
             for (b, pb) in &ports[i + 1..] {
-                anyhow::ensure!(*pa == 0 || pa != pb, "{a} and {b} are both {pa}: each needs its own port");
+                anyhow::ensure!(
+                    *pa == 0 || pa != pb,
+                    "{a} and {b} are both {pa}: each needs its own port"
+                );
             }
         }
-        anyhow::ensure!(self.max_request_bytes >= 1024, "max_request_bytes must be at least 1024");
+        anyhow::ensure!(
+            self.max_request_bytes >= 1024,
+            "max_request_bytes must be at least 1024"
+        );
         Ok(())
     }
 }
@@ -158,7 +174,11 @@ mod tests {
     fn flags_override_file_which_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("inferd.toml");
-        std::fs::write(&file, "http_port = 9000\ngrpc_port = 9001\nmax_request_bytes = 2048\n").unwrap();
+        std::fs::write(
+            &file,
+            "http_port = 9000\ngrpc_port = 9001\nmax_request_bytes = 2048\n",
+        )
+        .unwrap();
         let cfg = Config::resolve(ServeArgs {
             config: Some(file),
             grpc_port: Some(7001),
@@ -177,7 +197,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("inferd.toml");
         std::fs::write(&file, "http_prt = 1").unwrap();
-        let args = |f| ServeArgs { config: Some(f), data_dir: Some(dir.path().into()), ..Default::default() };
+        let args = |f| ServeArgs {
+            config: Some(f),
+            data_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
         let e = Config::resolve(args(file.clone())).unwrap_err().to_string();
         assert!(e.contains("unknown field `http_prt`"), "{e}");
         std::fs::write(&file, "http_port = 8001").unwrap();

@@ -27,13 +27,21 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Model(e) => match e {
-                ModelError::ModelNotFound(_) | ModelError::VersionNotFound { .. } => StatusCode::NOT_FOUND,
-                ModelError::InvalidInput(_) | ModelError::BadTensor { .. } => StatusCode::BAD_REQUEST,
+                ModelError::ModelNotFound(_) | ModelError::VersionNotFound { .. } => {
+                    StatusCode::NOT_FOUND
+                }
+                ModelError::InvalidInput(_) | ModelError::BadTensor { .. } => {
+                    StatusCode::BAD_REQUEST
+                }
                 ModelError::Load { .. } | ModelError::Config(_) => StatusCode::BAD_REQUEST,
                 ModelError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
                 ModelError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-                ModelError::NotReady { .. } | ModelError::ShuttingDown(_) => StatusCode::SERVICE_UNAVAILABLE,
-                ModelError::Execution { .. } | ModelError::Runtime(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                ModelError::NotReady { .. } | ModelError::ShuttingDown(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                ModelError::Execution { .. } | ModelError::Runtime(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
             },
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -45,12 +53,18 @@ impl ApiError {
     pub fn code(&self) -> tonic::Code {
         match self {
             ApiError::Model(e) => match e {
-                ModelError::ModelNotFound(_) | ModelError::VersionNotFound { .. } => tonic::Code::NotFound,
-                ModelError::InvalidInput(_) | ModelError::BadTensor { .. } => tonic::Code::InvalidArgument,
+                ModelError::ModelNotFound(_) | ModelError::VersionNotFound { .. } => {
+                    tonic::Code::NotFound
+                }
+                ModelError::InvalidInput(_) | ModelError::BadTensor { .. } => {
+                    tonic::Code::InvalidArgument
+                }
                 ModelError::Load { .. } | ModelError::Config(_) => tonic::Code::InvalidArgument,
                 ModelError::QueueFull { .. } => tonic::Code::ResourceExhausted,
                 ModelError::Timeout { .. } => tonic::Code::DeadlineExceeded,
-                ModelError::NotReady { .. } | ModelError::ShuttingDown(_) => tonic::Code::Unavailable,
+                ModelError::NotReady { .. } | ModelError::ShuttingDown(_) => {
+                    tonic::Code::Unavailable
+                }
                 ModelError::Execution { .. } | ModelError::Runtime(_) => tonic::Code::Internal,
             },
             ApiError::BadRequest(_) => tonic::Code::InvalidArgument,
@@ -64,7 +78,11 @@ impl ApiError {
     fn retry_after(&self) -> Option<u32> {
         matches!(
             self,
-            ApiError::Model(ModelError::QueueFull { .. } | ModelError::ShuttingDown(_) | ModelError::NotReady { .. })
+            ApiError::Model(
+                ModelError::QueueFull { .. }
+                    | ModelError::ShuttingDown(_)
+                    | ModelError::NotReady { .. }
+            )
         )
         .then_some(1)
     }
@@ -74,9 +92,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let retry = self.retry_after();
-        let mut resp = (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response();
+        let mut resp = (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response();
         if let Some(s) = retry {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         resp
     }

@@ -61,7 +61,8 @@ impl InferRequest {
         match name {
             "priority" => {
                 let p = as_u64(name, &value)?;
-                self.priority = Some(u32::try_from(p).map_err(|_| bad_param(name, "is too large"))?);
+                self.priority =
+                    Some(u32::try_from(p).map_err(|_| bad_param(name, "is too large"))?);
             }
             "timeout" => {
                 let us = as_u64(name, &value)?;
@@ -82,7 +83,9 @@ fn as_u64(name: &str, v: &ParamValue) -> ApiResult<u64> {
     match v {
         ParamValue::Int(i) if *i >= 0 => Ok(*i as u64),
         ParamValue::Uint(u) => Ok(*u),
-        ParamValue::Double(d) if *d >= 0.0 && d.fract() == 0.0 && *d < u64::MAX as f64 => Ok(*d as u64),
+        ParamValue::Double(d) if *d >= 0.0 && d.fract() == 0.0 && *d < u64::MAX as f64 => {
+            Ok(*d as u64)
+        }
         _ => Err(bad_param(name, "must be a non-negative integer")),
     }
 }
@@ -103,12 +106,7 @@ pub async fn infer(state: &AppState, req: InferRequest) -> ApiResult<InferRespon
     // online store) plug in here, before the job is queued.
     let selected = select_outputs(&served, &req.outputs)?;
     let rx = served.submit(req.inputs, req.priority, req.timeout)?;
-    let out = rx.await.map_err(|_| {
-        ApiError::Model(models::Error::Execution {
-            model: served.model.clone(),
-            message: "the model's worker stopped before answering".into(),
-        })
-    })??;
+    let out = rx.await?;
     let mut outputs: Vec<Option<Tensor>> = out.outputs.into_iter().map(Some).collect();
     let outputs = selected
         .into_iter()
@@ -135,14 +133,21 @@ fn select_outputs(served: &ServedVersion, names: &[String]) -> ApiResult<Vec<usi
     let mut seen = Vec::with_capacity(names.len());
     for n in names {
         let i = served.signature.output_index(n).ok_or_else(|| {
-            let known: Vec<&str> = served.signature.outputs.iter().map(|o| o.name.as_str()).collect();
+            let known: Vec<&str> = served
+                .signature
+                .outputs
+                .iter()
+                .map(|o| o.name.as_str())
+                .collect();
             ApiError::BadRequest(format!(
                 "unknown output '{n}' requested: model '{}' has outputs {known:?}",
                 served.model
             ))
         })?;
         if seen.contains(&i) {
-            return Err(ApiError::BadRequest(format!("output '{n}' is requested more than once")));
+            return Err(ApiError::BadRequest(format!(
+                "output '{n}' is requested more than once"
+            )));
         }
         seen.push(i);
     }

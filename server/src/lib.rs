@@ -42,7 +42,10 @@ use crate::state::AppState;
 
 /// The example models compiled into the binary, served when no repository is given.
 const EMBEDDED_MODELS: &[(&str, &[u8])] = &[
-    ("mlp/1/model.onnx", include_bytes!("../../tests/fixtures/models/mlp/1/model.onnx")),
+    (
+        "mlp/1/model.onnx",
+        include_bytes!("../../tests/fixtures/models/mlp/1/model.onnx"),
+    ),
     (
         "sklearn_trees/1/model.onnx",
         include_bytes!("../../tests/fixtures/models/sklearn_trees/1/model.onnx"),
@@ -75,12 +78,19 @@ async fn bind(cfg: &Config, port: u16, what: &str) -> anyhow::Result<TcpListener
 
 /// Runs the server until `shutdown` resolves, then stops taking requests, lets those in
 /// flight finish (up to `drain_timeout_secs`), and returns.
-pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    cfg: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let lib = models::backends::onnx::init(cfg.onnxruntime_lib.as_deref())?;
     tracing::info!(library = %lib.display(), "ONNX Runtime loaded");
 
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            cfg.data_dir.display()
+        )
+    })?;
     let root = match &cfg.model_repository {
         Some(r) => r.clone(),
         None => {
@@ -94,7 +104,11 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
     let metrics = Metrics::new(&registry).context("registering metrics")?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let repo = Arc::new(Repository::new(RepositoryOptions { root, cores }, metrics));
-    let state = Arc::new(AppState::new(Arc::clone(&repo), registry, cfg.max_request_bytes));
+    let state = Arc::new(AppState::new(
+        Arc::clone(&repo),
+        registry,
+        cfg.max_request_bytes,
+    ));
 
     let http_l = bind(&cfg, cfg.http_port, "http").await?;
     let grpc_l = bind(&cfg, cfg.grpc_port, "grpc").await?;
@@ -140,7 +154,10 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
             }
             state.set_loaded();
             let ready = repo.index().iter().filter(|e| e.state == "READY").count();
-            tracing::info!(ready_versions = ready, "model repository loaded; server ready");
+            tracing::info!(
+                ready_versions = ready,
+                "model repository loaded; server ready"
+            );
         })
     };
 
@@ -153,8 +170,14 @@ pub async fn serve(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         let _ = grpc.await;
         let _ = metrics_srv.await;
     };
-    if tokio::time::timeout(Duration::from_secs(cfg.drain_timeout_secs), drain).await.is_err() {
-        tracing::warn!(secs = cfg.drain_timeout_secs, "drain timeout passed with requests still in flight");
+    if tokio::time::timeout(Duration::from_secs(cfg.drain_timeout_secs), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            secs = cfg.drain_timeout_secs,
+            "drain timeout passed with requests still in flight"
+        );
     }
     loader.abort();
     tracing::info!("stopped");

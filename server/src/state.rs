@@ -29,7 +29,11 @@ pub const EXTENSIONS: &[&str] = &[
 ];
 
 impl AppState {
-    pub fn new(repo: Arc<Repository>, registry: prometheus::Registry, max_request_bytes: usize) -> Self {
+    pub fn new(
+        repo: Arc<Repository>,
+        registry: prometheus::Registry,
+        max_request_bytes: usize,
+    ) -> Self {
         AppState {
             repo,
             registry,

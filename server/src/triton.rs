@@ -16,10 +16,14 @@ pub fn model_config(v: &ServedVersion) -> pb::ModelConfig {
     let dims = |shape: &[i64]| shape[skip.min(shape.len())..].to_vec();
     let settings = v.batch_settings();
     let policy = match &v.config.version_policy {
-        VersionPolicy::Latest(n) => pb::model_version_policy::PolicyChoice::Latest(pb::model_version_policy::Latest {
-            num_versions: *n,
-        }),
-        VersionPolicy::All(_) => pb::model_version_policy::PolicyChoice::All(pb::model_version_policy::All {}),
+        VersionPolicy::Latest(n) => {
+            pb::model_version_policy::PolicyChoice::Latest(pb::model_version_policy::Latest {
+                num_versions: *n,
+            })
+        }
+        VersionPolicy::All(_) => {
+            pb::model_version_policy::PolicyChoice::All(pb::model_version_policy::All {})
+        }
         VersionPolicy::Specific(vs) => {
             pb::model_version_policy::PolicyChoice::Specific(pb::model_version_policy::Specific {
                 versions: vs.iter().map(|&x| x as i64).collect(),
@@ -62,7 +66,11 @@ pub fn model_config(v: &ServedVersion) -> pb::ModelConfig {
             gpus: Vec::new(),
             kind: pb::model_instance_group::Kind::Cpu as i32,
         }],
-        default_model_filename: v.config.default_model_filename.clone().unwrap_or_else(|| "model.onnx".into()),
+        default_model_filename: v
+            .config
+            .default_model_filename
+            .clone()
+            .unwrap_or_else(|| "model.onnx".into()),
         scheduling_choice: (v.max_batch_size > 0).then(|| {
             pb::model_config::SchedulingChoice::DynamicBatching(pb::ModelDynamicBatching {
                 preferred_batch_size: Vec::new(),
@@ -72,7 +80,9 @@ pub fn model_config(v: &ServedVersion) -> pb::ModelConfig {
                 default_priority_level: u64::from(settings.default_priority),
                 default_queue_policy: Some(pb::ModelQueuePolicy {
                     timeout_action: pb::model_queue_policy::TimeoutAction::Reject as i32,
-                    default_timeout_microseconds: settings.default_timeout.map_or(0, |d| d.as_micros() as u64),
+                    default_timeout_microseconds: settings
+                        .default_timeout
+                        .map_or(0, |d| d.as_micros() as u64),
                     allow_timeout_override: true,
                     max_queue_size: settings.max_queue_size as u32,
                 }),
@@ -93,7 +103,11 @@ fn config_type_name(code: i32) -> &'static str {
 /// Triton's HTTP JSON rendering of a `ModelConfig`.
 pub fn model_config_json(c: &pb::ModelConfig) -> Value {
     use pb::model_version_policy::PolicyChoice;
-    let policy = match c.version_policy.as_ref().and_then(|p| p.policy_choice.as_ref()) {
+    let policy = match c
+        .version_policy
+        .as_ref()
+        .and_then(|p| p.policy_choice.as_ref())
+    {
         Some(PolicyChoice::Latest(l)) => json!({ "latest": { "num_versions": l.num_versions } }),
         Some(PolicyChoice::All(_)) => json!({ "all": {} }),
         Some(PolicyChoice::Specific(s)) => json!({ "specific": { "versions": s.versions } }),
@@ -132,7 +146,7 @@ pub fn model_config_json(c: &pb::ModelConfig) -> Value {
         "response_cache": { "enable": false },
     });
     if let Some(pb::model_config::SchedulingChoice::DynamicBatching(d)) = &c.scheduling_choice {
-        let q = d.default_queue_policy.clone().unwrap_or_default();
+        let q = d.default_queue_policy.unwrap_or_default();
         out["dynamic_batching"] = json!({
             "preferred_batch_size": d.preferred_batch_size,
             "max_queue_delay_microseconds": d.max_queue_delay_microseconds,
@@ -151,7 +165,10 @@ pub fn model_config_json(c: &pb::ModelConfig) -> Value {
 }
 
 fn dur(s: StatValue) -> pb::StatisticDuration {
-    pb::StatisticDuration { count: s.count, ns: s.ns }
+    pb::StatisticDuration {
+        count: s.count,
+        ns: s.ns,
+    }
 }
 
 /// The version's statistics as Triton reports them.
@@ -187,13 +204,13 @@ pub fn model_statistics(v: &ServedVersion) -> pb::ModelStatistics {
 }
 
 fn dur_json(d: &Option<pb::StatisticDuration>) -> Value {
-    let d = d.clone().unwrap_or_default();
+    let d = d.unwrap_or_default();
     json!({ "count": d.count, "ns": d.ns })
 }
 
 /// Triton's HTTP JSON rendering of `ModelStatistics`.
 pub fn model_statistics_json(s: &pb::ModelStatistics) -> Value {
-    let i = s.inference_stats.clone().unwrap_or_default();
+    let i = s.inference_stats.unwrap_or_default();
     json!({
         "name": s.name,
         "version": s.version,

@@ -66,7 +66,10 @@ fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(missing(&format!("ORT_DYLIB_PATH={} does not exist", p.display())))
+            Err(missing(&format!(
+                "ORT_DYLIB_PATH={} does not exist",
+                p.display()
+            )))
         };
     }
     let cache = std::env::var_os("INFERD_CACHE")
@@ -75,14 +78,18 @@ fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(lib) = cache.and_then(|c| find_in_venv(&c.join("venv"))) {
         return Ok(lib);
     }
-    Err(missing("no --onnxruntime-lib, no ORT_DYLIB_PATH, and none in ~/.cache/inferd/venv"))
+    Err(missing(
+        "no --onnxruntime-lib, no ORT_DYLIB_PATH, and none in ~/.cache/inferd/venv",
+    ))
 }
 
 /// `<venv>/lib/python3.*/site-packages/onnxruntime/capi/libonnxruntime.so*`
 fn find_in_venv(venv: &Path) -> Option<PathBuf> {
     for py in std::fs::read_dir(venv.join("lib")).ok()?.flatten() {
         let capi = py.path().join("site-packages/onnxruntime/capi");
-        let Ok(entries) = std::fs::read_dir(&capi) else { continue };
+        let Ok(entries) = std::fs::read_dir(&capi) else {
+            continue;
+        };
         let mut libs: Vec<PathBuf> = entries
             .flatten()
             .map(|e| e.path())
@@ -136,19 +143,18 @@ impl OnnxModel {
             model: name.to_owned(),
             message,
         };
-        let session = Session::builder(env()?)
-            .and_then(|b| {
-                // Spinning threads would burn the cores the HTTP/gRPC runtime needs; batches
-                // are large enough that the wake-up cost does not matter.
-                b.with_optimization_level(GraphOptimizationLevel::All)
-                    .and_then(|b| b.with_intra_threads(opts.intra_op_threads.max(1)))
-                    .and_then(|b| b.with_inter_threads(opts.inter_op_threads.max(1)))
-                    .and_then(|b| b.with_intra_op_spinning(false))
-                    .and_then(|b| b.with_inter_op_spinning(false))
-                    .map_err(Into::into)
-            })
-            .and_then(|mut b| b.commit_from_file(path))
-            .map_err(|e| load_err(format!("{}: {e}", path.display())))?;
+        // Spinning threads would burn the cores the HTTP/gRPC runtime needs; batches are
+        // large enough that the wake-up cost does not matter.
+        let session = (|| -> ort::Result<Session> {
+            Session::builder(env().map_err(|e| ort::Error::new(e.to_string()))?)?
+                .with_optimization_level(GraphOptimizationLevel::All)?
+                .with_intra_threads(opts.intra_op_threads.max(1))?
+                .with_inter_threads(opts.inter_op_threads.max(1))?
+                .with_intra_op_spinning(false)?
+                .with_inter_op_spinning(false)?
+                .commit_from_file(path)
+        })()
+        .map_err(|e| load_err(format!("{}: {e}", path.display())))?;
         let signature = Signature {
             inputs: session
                 .inputs()
@@ -187,7 +193,9 @@ fn spec(name: &str, ty: &ValueType, what: &str) -> std::result::Result<TensorSpe
         ValueType::Tensor { ty, shape, .. } => Ok(TensorSpec {
             name: name.to_owned(),
             datatype: datatype(*ty).ok_or_else(|| {
-                format!("{what} '{name}' has element type {ty:?}, which the V2 protocol cannot carry")
+                format!(
+                    "{what} '{name}' has element type {ty:?}, which the V2 protocol cannot carry"
+                )
             })?,
             shape: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect(),
         }),
@@ -286,13 +294,19 @@ fn from_ort(name: &str, v: &DynValue) -> std::result::Result<Tensor, String> {
     macro_rules! raw {
         ($t:ty) => {{
             let (shape, data) = v.try_extract_tensor::<$t>().map_err(|e| e.to_string())?;
-            (shape.to_vec(), TensorData::Raw(bytemuck::cast_slice::<$t, u8>(data).to_vec()))
+            (
+                shape.to_vec(),
+                TensorData::Raw(bytemuck::cast_slice::<$t, u8>(data).to_vec()),
+            )
         }};
     }
     let (shape, data) = match dt {
         DataType::Bool => {
             let (shape, data) = v.try_extract_tensor::<bool>().map_err(|e| e.to_string())?;
-            (shape.to_vec(), TensorData::Raw(data.iter().map(|&b| b as u8).collect()))
+            (
+                shape.to_vec(),
+                TensorData::Raw(data.iter().map(|&b| b as u8).collect()),
+            )
         }
         DataType::Uint8 => raw!(u8),
         DataType::Uint16 => raw!(u16),

@@ -47,7 +47,12 @@ pub fn request(r: pb::ModelInferRequest) -> ApiResult<InferRequest> {
             .datatype
             .parse()
             .map_err(|e| ApiError::BadRequest(format!("input '{}': {e}", input.name)))?;
-        let bad = |source| ApiError::Model(models::Error::BadTensor { name: input.name.clone(), source });
+        let bad = |source| {
+            ApiError::Model(models::Error::BadTensor {
+                name: input.name.clone(),
+                source,
+            })
+        };
         let tensor = if raw.is_empty() {
             let contents = input.contents.as_ref().ok_or_else(|| {
                 ApiError::BadRequest(format!(
@@ -74,7 +79,9 @@ pub fn request(r: pb::ModelInferRequest) -> ApiResult<InferRequest> {
 
 fn typed(name: &str, dt: DataType, c: &pb::InferTensorContents) -> ApiResult<TensorData> {
     let range = |v: &dyn std::fmt::Display| {
-        ApiError::BadRequest(format!("input '{name}': value {v} is out of range for {dt}"))
+        ApiError::BadRequest(format!(
+            "input '{name}': value {v} is out of range for {dt}"
+        ))
     };
     macro_rules! narrow {
         ($src:expr, $t:ty) => {{

@@ -32,11 +32,14 @@ impl InferenceService {
             .max_encoding_message_size(usize::MAX)
     }
 
-    fn version<'a>(v: &'a str) -> Option<&'a str> {
+    fn version(v: &str) -> Option<&str> {
         Some(v).filter(|v| !v.is_empty())
     }
 
-    async fn infer_one(state: &AppState, r: pb::ModelInferRequest) -> Result<pb::ModelInferResponse, ApiError> {
+    async fn infer_one(
+        state: &AppState,
+        r: pb::ModelInferRequest,
+    ) -> Result<pb::ModelInferResponse, ApiError> {
         let req = convert::request(r)?;
         Ok(convert::response(infer::infer(state, req).await?))
     }
@@ -50,21 +53,39 @@ const STREAM_IN_FLIGHT: usize = 1024;
 
 #[tonic::async_trait]
 impl GrpcInferenceService for InferenceService {
-    async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Reply<pb::ServerLiveResponse> {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> Reply<pb::ServerLiveResponse> {
         Ok(Response::new(pb::ServerLiveResponse { live: true }))
     }
 
-    async fn server_ready(&self, _: Request<pb::ServerReadyRequest>) -> Reply<pb::ServerReadyResponse> {
-        Ok(Response::new(pb::ServerReadyResponse { ready: self.state.is_ready() }))
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Reply<pb::ServerReadyResponse> {
+        Ok(Response::new(pb::ServerReadyResponse {
+            ready: self.state.is_ready(),
+        }))
     }
 
-    async fn model_ready(&self, r: Request<pb::ModelReadyRequest>) -> Reply<pb::ModelReadyResponse> {
+    async fn model_ready(
+        &self,
+        r: Request<pb::ModelReadyRequest>,
+    ) -> Reply<pb::ModelReadyResponse> {
         let r = r.into_inner();
-        let ready = self.state.repo.get(&r.name, Self::version(&r.version)).is_ok();
+        let ready = self
+            .state
+            .repo
+            .get(&r.name, Self::version(&r.version))
+            .is_ok();
         Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
 
-    async fn server_metadata(&self, _: Request<pb::ServerMetadataRequest>) -> Reply<pb::ServerMetadataResponse> {
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Reply<pb::ServerMetadataResponse> {
         Ok(Response::new(pb::ServerMetadataResponse {
             name: SERVER_NAME.into(),
             version: SERVER_VERSION.into(),
@@ -72,10 +93,15 @@ impl GrpcInferenceService for InferenceService {
         }))
     }
 
-    async fn model_metadata(&self, r: Request<pb::ModelMetadataRequest>) -> Reply<pb::ModelMetadataResponse> {
+    async fn model_metadata(
+        &self,
+        r: Request<pb::ModelMetadataRequest>,
+    ) -> Reply<pb::ModelMetadataResponse> {
         let r = r.into_inner();
         let repo = &self.state.repo;
-        let v = repo.get(&r.name, Self::version(&r.version)).map_err(ApiError::from)?;
+        let v = repo
+            .get(&r.name, Self::version(&r.version))
+            .map_err(ApiError::from)?;
         let versions = match Self::version(&r.version) {
             Some(_) => vec![v.version_label.clone()],
             None => repo
@@ -103,17 +129,28 @@ impl GrpcInferenceService for InferenceService {
         }))
     }
 
-    async fn model_infer(&self, r: Request<pb::ModelInferRequest>) -> Reply<pb::ModelInferResponse> {
-        Ok(Response::new(Self::infer_one(&self.state, r.into_inner()).await?))
+    async fn model_infer(
+        &self,
+        r: Request<pb::ModelInferRequest>,
+    ) -> Reply<pb::ModelInferResponse> {
+        Ok(Response::new(
+            Self::infer_one(&self.state, r.into_inner()).await?,
+        ))
     }
 
-    type ModelStreamInferStream = Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>>;
+    type ModelStreamInferStream =
+        Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>>;
 
     /// Requests on one stream run concurrently (so they can share batches) and their
     /// responses are sent in request order; an error answers that request only.
-    async fn model_stream_infer(&self, r: Request<Streaming<pb::ModelInferRequest>>) -> Reply<Self::ModelStreamInferStream> {
+    async fn model_stream_infer(
+        &self,
+        r: Request<Streaming<pb::ModelInferRequest>>,
+    ) -> Reply<Self::ModelStreamInferStream> {
         let mut incoming = r.into_inner();
-        let (order_tx, mut order_rx) = mpsc::channel::<tokio::task::JoinHandle<pb::ModelStreamInferResponse>>(STREAM_IN_FLIGHT);
+        let (order_tx, mut order_rx) = mpsc::channel::<
+            tokio::task::JoinHandle<pb::ModelStreamInferResponse>,
+        >(STREAM_IN_FLIGHT);
         let (out_tx, out_rx) = mpsc::channel(16);
         let state = Arc::clone(&self.state);
         tokio::spawn(async move {
@@ -130,7 +167,10 @@ impl GrpcInferenceService for InferenceService {
                                 },
                                 Err(e) => pb::ModelStreamInferResponse {
                                     error_message: e.to_string(),
-                                    infer_response: Some(pb::ModelInferResponse { id, ..Default::default() }),
+                                    infer_response: Some(pb::ModelInferResponse {
+                                        id,
+                                        ..Default::default()
+                                    }),
                                 },
                             }
                         });
@@ -160,7 +200,10 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
 
-    async fn model_config(&self, r: Request<pb::ModelConfigRequest>) -> Reply<pb::ModelConfigResponse> {
+    async fn model_config(
+        &self,
+        r: Request<pb::ModelConfigRequest>,
+    ) -> Reply<pb::ModelConfigResponse> {
         let r = r.into_inner();
         let v = self
             .state
@@ -172,20 +215,34 @@ impl GrpcInferenceService for InferenceService {
         }))
     }
 
-    async fn model_statistics(&self, r: Request<pb::ModelStatisticsRequest>) -> Reply<pb::ModelStatisticsResponse> {
+    async fn model_statistics(
+        &self,
+        r: Request<pb::ModelStatisticsRequest>,
+    ) -> Reply<pb::ModelStatisticsResponse> {
         let r = r.into_inner();
         let repo = &self.state.repo;
         let versions = match (r.name.as_str(), Self::version(&r.version)) {
             ("", _) => repo.ready_versions(),
-            (m, None) => repo.model(m).map_err(ApiError::from)?.ready().cloned().collect(),
+            (m, None) => repo
+                .model(m)
+                .map_err(ApiError::from)?
+                .ready()
+                .cloned()
+                .collect(),
             (m, Some(v)) => vec![repo.get(m, Some(v)).map_err(ApiError::from)?],
         };
         Ok(Response::new(pb::ModelStatisticsResponse {
-            model_stats: versions.iter().map(|v| triton::model_statistics(v)).collect(),
+            model_stats: versions
+                .iter()
+                .map(|v| triton::model_statistics(v))
+                .collect(),
         }))
     }
 
-    async fn repository_index(&self, r: Request<pb::RepositoryIndexRequest>) -> Reply<pb::RepositoryIndexResponse> {
+    async fn repository_index(
+        &self,
+        r: Request<pb::RepositoryIndexRequest>,
+    ) -> Reply<pb::RepositoryIndexResponse> {
         let ready_only = r.into_inner().ready;
         let models = self
             .state
@@ -203,9 +260,15 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(pb::RepositoryIndexResponse { models }))
     }
 
-    async fn repository_model_load(&self, r: Request<pb::RepositoryModelLoadRequest>) -> Reply<pb::RepositoryModelLoadResponse> {
+    async fn repository_model_load(
+        &self,
+        r: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Reply<pb::RepositoryModelLoadResponse> {
         let r = r.into_inner();
-        if r.parameters.keys().any(|k| k == "config" || k.starts_with("file:")) {
+        if r.parameters
+            .keys()
+            .any(|k| k == "config" || k.starts_with("file:"))
+        {
             return Err(Status::invalid_argument(
                 "loading a model from 'config' / 'file:' parameters is not supported: put the model in the \
                  repository directory, then call load",
@@ -219,7 +282,10 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(pb::RepositoryModelLoadResponse {}))
     }
 
-    async fn repository_model_unload(&self, r: Request<pb::RepositoryModelUnloadRequest>) -> Reply<pb::RepositoryModelUnloadResponse> {
+    async fn repository_model_unload(
+        &self,
+        r: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Reply<pb::RepositoryModelUnloadResponse> {
         self.state
             .repo
             .unload_model(&r.into_inner().model_name)

@@ -81,9 +81,15 @@ pub fn decode_request(
 ) -> ApiResult<(InferRequest, OutputEncoding)> {
     let (json, mut binary) = match headers.get(HEADER_LEN) {
         Some(v) => {
-            let n: usize = v.to_str().ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| {
-                ApiError::BadRequest("Inference-Header-Content-Length must be a non-negative integer".into())
-            })?;
+            let n: usize = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "Inference-Header-Content-Length must be a non-negative integer".into(),
+                    )
+                })?;
             if n == 0 {
                 return Err(ApiError::BadRequest(
                     "Inference-Header-Content-Length 0 (a raw body without a JSON header) is not supported; \
@@ -101,8 +107,9 @@ pub fn decode_request(
         }
         None => (&body[..], &[][..]),
     };
-    let json = std::str::from_utf8(json)
-        .map_err(|e| ApiError::BadRequest(format!("the JSON inference header is not valid UTF-8: {e}")))?;
+    let json = std::str::from_utf8(json).map_err(|e| {
+        ApiError::BadRequest(format!("the JSON inference header is not valid UTF-8: {e}"))
+    })?;
     let parsed: JsonRequest<'_> = serde_json::from_str(json)
         .map_err(|e| ApiError::BadRequest(format!("malformed inference request JSON: {e}")))?;
 
@@ -124,9 +131,10 @@ pub fn decode_request(
     }
     req.inputs.reserve(parsed.inputs.len());
     for input in parsed.inputs {
-        let datatype: DataType = input.datatype.parse().map_err(|e| {
-            ApiError::BadRequest(format!("input '{}': {e}", input.name))
-        })?;
+        let datatype: DataType = input
+            .datatype
+            .parse()
+            .map_err(|e| ApiError::BadRequest(format!("input '{}': {e}", input.name)))?;
         let binary_size = input
             .parameters
             .as_ref()
@@ -140,7 +148,12 @@ pub fn decode_request(
                 })
             })
             .transpose()?;
-        let bad_tensor = |source| ApiError::Model(models::Error::BadTensor { name: input.name.clone(), source });
+        let bad_tensor = |source| {
+            ApiError::Model(models::Error::BadTensor {
+                name: input.name.clone(),
+                source,
+            })
+        };
         let tensor = match (binary_size, input.data) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::BadRequest(format!(
@@ -186,7 +199,10 @@ pub fn decode_request(
             .and_then(|p| p.get("binary_data"))
             .map(|v| {
                 v.as_bool().ok_or_else(|| {
-                    ApiError::BadRequest(format!("output '{}': binary_data must be a boolean", out.name))
+                    ApiError::BadRequest(format!(
+                        "output '{}': binary_data must be a boolean",
+                        out.name
+                    ))
                 })
             })
             .transpose()?;
@@ -203,7 +219,11 @@ fn param(name: &str, v: serde_json::Value) -> ApiResult<ParamValue> {
             (Some(i), _, _) => ParamValue::Int(i),
             (_, Some(u), _) => ParamValue::Uint(u),
             (_, _, Some(f)) => ParamValue::Double(f),
-            _ => return Err(ApiError::BadRequest(format!("parameter '{name}' is not a usable number"))),
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "parameter '{name}' is not a usable number"
+                )));
+            }
         },
         serde_json::Value::String(s) => ParamValue::Str(s),
         _ => {
@@ -222,9 +242,12 @@ fn decode_json_data(name: &str, dt: DataType, raw: &RawValue) -> ApiResult<Tenso
         items: Vec::new(),
     };
     let mut de = serde_json::Deserializer::from_str(raw.get());
-    Elements { sink: &mut sink, depth: 0 }
-        .deserialize(&mut de)
-        .map_err(|e| ApiError::BadRequest(format!("input '{name}': {e}")))?;
+    Elements {
+        sink: &mut sink,
+        depth: 0,
+    }
+    .deserialize(&mut de)
+    .map_err(|e| ApiError::BadRequest(format!("input '{name}': {e}")))?;
     Ok(match dt {
         DataType::Bytes => TensorData::Bytes(sink.items),
         _ => TensorData::Raw(sink.raw),
@@ -264,8 +287,16 @@ impl Sink {
                 let v: $t = match n {
                     Num::U(u) => <$t>::try_from(u).map_err(|_| out_of_range())?,
                     Num::I(i) => <$t>::try_from(i).map_err(|_| out_of_range())?,
-                    Num::F(f) if f.fract() == 0.0 && f >= <$t>::MIN as f64 && f <= <$t>::MAX as f64 => f as $t,
-                    Num::F(_) => return Err(E::custom(format_args!("value {n} is not an integer, as {dt} needs"))),
+                    Num::F(f)
+                        if f.fract() == 0.0 && f >= <$t>::MIN as f64 && f <= <$t>::MAX as f64 =>
+                    {
+                        f as $t
+                    }
+                    Num::F(_) => {
+                        return Err(E::custom(format_args!(
+                            "value {n} is not an integer, as {dt} needs"
+                        )));
+                    }
                 };
                 self.raw.extend_from_slice(&v.to_le_bytes());
             }};
@@ -284,12 +315,18 @@ impl Sink {
             DataType::Int16 => int!(i16),
             DataType::Int32 => int!(i32),
             DataType::Int64 => int!(i64),
-            DataType::Fp16 => self.raw.extend_from_slice(&half::f16::from_f64(as_f64).to_le_bytes()),
-            DataType::Bf16 => self.raw.extend_from_slice(&half::bf16::from_f64(as_f64).to_le_bytes()),
+            DataType::Fp16 => self
+                .raw
+                .extend_from_slice(&half::f16::from_f64(as_f64).to_le_bytes()),
+            DataType::Bf16 => self
+                .raw
+                .extend_from_slice(&half::bf16::from_f64(as_f64).to_le_bytes()),
             DataType::Fp32 => self.raw.extend_from_slice(&(as_f64 as f32).to_le_bytes()),
             DataType::Fp64 => self.raw.extend_from_slice(&as_f64.to_le_bytes()),
             DataType::Bool | DataType::Bytes => {
-                return Err(E::custom(format_args!("got the number {n} where {dt} data was expected")));
+                return Err(E::custom(format_args!(
+                    "got the number {n} where {dt} data was expected"
+                )));
             }
         }
         Ok(())
@@ -319,7 +356,9 @@ impl<'de> Visitor<'de> for Elements<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         if self.depth > 32 {
-            return Err(de::Error::custom("'data' is nested more than 32 levels deep"));
+            return Err(de::Error::custom(
+                "'data' is nested more than 32 levels deep",
+            ));
         }
         while seq
             .next_element_seed(Elements {
@@ -333,7 +372,10 @@ impl<'de> Visitor<'de> for Elements<'_> {
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
         if self.sink.dt != DataType::Bool {
-            return Err(E::custom(format_args!("got a boolean where {} data was expected", self.sink.dt)));
+            return Err(E::custom(format_args!(
+                "got a boolean where {} data was expected",
+                self.sink.dt
+            )));
         }
         self.sink.raw.push(v as u8);
         Ok(())
@@ -353,18 +395,27 @@ impl<'de> Visitor<'de> for Elements<'_> {
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
         if self.sink.dt != DataType::Bytes {
-            return Err(E::custom(format_args!("got a string where {} data was expected", self.sink.dt)));
+            return Err(E::custom(format_args!(
+                "got a string where {} data was expected",
+                self.sink.dt
+            )));
         }
         self.sink.items.push(v.as_bytes().to_vec());
         Ok(())
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Err(E::custom(format_args!("got null where {} data was expected", self.sink.dt)))
+        Err(E::custom(format_args!(
+            "got null where {} data was expected",
+            self.sink.dt
+        )))
     }
 
     fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
-        Err(de::Error::custom(format_args!("got an object where {} data was expected", self.sink.dt)))
+        Err(de::Error::custom(format_args!(
+            "got an object where {} data was expected",
+            self.sink.dt
+        )))
     }
 }
 
@@ -403,7 +454,9 @@ impl Serialize for JsonData<'_> {
         let mut seq = s.serialize_seq(Some(t.len()))?;
         macro_rules! each {
             ($t:ty, $n:literal, $conv:expr) => {{
-                let TensorData::Raw(b) = t.data() else { unreachable!("fixed-size datatype") };
+                let TensorData::Raw(b) = t.data() else {
+                    unreachable!("fixed-size datatype")
+                };
                 for c in b.chunks_exact($n) {
                     let v = <$t>::from_le_bytes(c.try_into().expect("chunk size"));
                     seq.serialize_element(&$conv(v))?;
@@ -425,7 +478,9 @@ impl Serialize for JsonData<'_> {
             DataType::Fp32 => each!(f32, 4, |v| v),
             DataType::Fp64 => each!(f64, 8, |v| v),
             DataType::Bytes => {
-                let TensorData::Bytes(items) = t.data() else { unreachable!("BYTES") };
+                let TensorData::Bytes(items) = t.data() else {
+                    unreachable!("BYTES")
+                };
                 for item in items {
                     match std::str::from_utf8(item) {
                         Ok(s) => seq.serialize_element(s)?,
@@ -478,21 +533,30 @@ pub fn encode_response(resp: &InferResponse, enc: &OutputEncoding) -> Response {
         }
         let mut r = buf.into_response();
         let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
         h.insert(HEADER_LEN, HeaderValue::from(json_len));
         r
     } else {
         let mut r = buf.into_response();
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         r
     };
     let h = response.headers_mut();
-    h.insert("x-inferd-queue-us", HeaderValue::from(resp.timing.queue.as_micros() as u64));
+    h.insert(
+        "x-inferd-queue-us",
+        HeaderValue::from(resp.timing.queue.as_micros() as u64),
+    );
     h.insert(
         "x-inferd-compute-us",
         HeaderValue::from(
-            (resp.timing.compute_input + resp.timing.compute_infer + resp.timing.compute_output).as_micros() as u64,
+            (resp.timing.compute_input + resp.timing.compute_infer + resp.timing.compute_output)
+                .as_micros() as u64,
         ),
     );
     h.insert("x-inferd-batch-size", HeaderValue::from(resp.batch_rows));
@@ -508,14 +572,24 @@ mod tests {
     }
 
     fn f32s(t: &Tensor) -> Vec<f32> {
-        let TensorData::Raw(b) = t.data() else { panic!() };
-        b.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        let TensorData::Raw(b) = t.data() else {
+            panic!()
+        };
+        b.chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
 
     #[test]
     fn nested_and_flat_data_decode_alike() {
-        let flat = decode(r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2.5,3,4]}]}"#).unwrap();
-        let nested = decode(r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2.5],[3,4]]}]}"#).unwrap();
+        let flat = decode(
+            r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2.5,3,4]}]}"#,
+        )
+        .unwrap();
+        let nested = decode(
+            r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2.5],[3,4]]}]}"#,
+        )
+        .unwrap();
         assert_eq!(f32s(&flat.0.inputs[0].1), vec![1.0, 2.5, 3.0, 4.0]);
         assert_eq!(flat.0.inputs[0].1, nested.0.inputs[0].1);
     }
@@ -538,7 +612,9 @@ mod tests {
             ("FP64", "[0.5,-2]"),
             ("BYTES", r#"["a","日本"]"#),
         ] {
-            let body = format!(r#"{{"inputs":[{{"name":"x","shape":[2],"datatype":"{dt}","data":{data}}}]}}"#);
+            let body = format!(
+                r#"{{"inputs":[{{"name":"x","shape":[2],"datatype":"{dt}","data":{data}}}]}}"#
+            );
             let (req, _) = decode(&body).unwrap_or_else(|e| panic!("{dt}: {e}"));
             assert_eq!(req.inputs[0].1.len(), 2, "{dt}");
         }
@@ -548,13 +624,33 @@ mod tests {
     fn bad_json_is_explained() {
         let e = |b: &str| decode(b).unwrap_err().to_string();
         assert!(e("{not json").contains("malformed inference request JSON"));
-        assert!(e(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP33","data":[1]}]}"#).contains("unknown datatype 'FP33'"));
-        assert!(e(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"UINT8","data":[256]}]}"#).contains("value 256 is out of range for UINT8"));
-        assert!(e(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT32","data":[1.5]}]}"#).contains("not an integer"));
-        assert!(e(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":["a"]}]}"#).contains("got a string where FP32"));
-        assert!(e(r#"{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","data":[1,2]}]}"#).contains("input 'x'"));
-        assert!(e(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32"}]}"#).contains("no 'data'"));
-        assert!(e(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[null]}]}"#).contains("got null"));
+        assert!(
+            e(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP33","data":[1]}]}"#)
+                .contains("unknown datatype 'FP33'")
+        );
+        assert!(
+            e(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"UINT8","data":[256]}]}"#)
+                .contains("value 256 is out of range for UINT8")
+        );
+        assert!(
+            e(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT32","data":[1.5]}]}"#)
+                .contains("not an integer")
+        );
+        assert!(
+            e(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":["a"]}]}"#)
+                .contains("got a string where FP32")
+        );
+        assert!(
+            e(r#"{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","data":[1,2]}]}"#)
+                .contains("input 'x'")
+        );
+        assert!(
+            e(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32"}]}"#).contains("no 'data'")
+        );
+        assert!(
+            e(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[null]}]}"#)
+                .contains("got null")
+        );
         assert!(e(r#"{"parameters":{"timeout":-1},"inputs":[]}"#).contains("'timeout'"));
     }
 
@@ -571,16 +667,22 @@ mod tests {
         assert!(enc.binary("y"));
 
         let truncated = Bytes::from(body[..body.len() - 1].to_vec());
-        let e = decode_request(&h, &truncated, "m", None).unwrap_err().to_string();
+        let e = decode_request(&h, &truncated, "m", None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("truncated binary body: input 'x' declares binary_data_size 8 but only 7 bytes remain"), "{e}");
 
         let mut long = body.clone();
         long.push(0);
-        let e = decode_request(&h, &Bytes::from(long), "m", None).unwrap_err().to_string();
+        let e = decode_request(&h, &Bytes::from(long), "m", None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("1 bytes of binary data beyond"), "{e}");
 
         h.insert(HEADER_LEN, HeaderValue::from(body.len() + 1));
-        let e = decode_request(&h, &Bytes::from(body), "m", None).unwrap_err().to_string();
+        let e = decode_request(&h, &Bytes::from(body), "m", None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("but the body has only"), "{e}");
     }
 }

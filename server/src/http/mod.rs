@@ -28,13 +28,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2/models/{m}/stats", get(v2::stats_model))
         .route("/v2/models/{m}/infer", post(v2::infer_latest))
         .route("/v2/models/{m}/versions/{v}", get(v2::version_metadata))
-        .route("/v2/models/{m}/versions/{v}/ready", get(v2::model_ready_version))
-        .route("/v2/models/{m}/versions/{v}/config", get(v2::config_version))
+        .route(
+            "/v2/models/{m}/versions/{v}/ready",
+            get(v2::model_ready_version),
+        )
+        .route(
+            "/v2/models/{m}/versions/{v}/config",
+            get(v2::config_version),
+        )
         .route("/v2/models/{m}/versions/{v}/stats", get(v2::stats_version))
         .route("/v2/models/{m}/versions/{v}/infer", post(v2::infer_version))
         .route("/v2/repository/index", post(v2::repository_index))
         .route("/v2/repository/models/{m}/load", post(v2::repository_load))
-        .route("/v2/repository/models/{m}/unload", post(v2::repository_unload))
+        .route(
+            "/v2/repository/models/{m}/unload",
+            post(v2::repository_unload),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

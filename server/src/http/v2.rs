@@ -25,8 +25,12 @@ type AppStateRef = State<Arc<AppState>>;
 pub async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
     match Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::PayloadTooLarge { limit }),
-        Err(e) => Err(ApiError::BadRequest(format!("cannot read the request body: {e}"))),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "cannot read the request body: {e}"
+        ))),
     }
 }
 
@@ -40,7 +44,11 @@ pub async fn live() -> Json<Value> {
 
 pub async fn ready(State(s): AppStateRef) -> Response {
     let ready = s.is_ready();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(json!({ "ready": ready }))).into_response()
 }
 
@@ -52,7 +60,12 @@ async fn metadata(s: &AppState, model: &str, version: Option<&str>) -> ApiResult
     let v = served(s, model, version)?;
     let versions: Vec<String> = match version {
         Some(_) => vec![v.version_label.clone()],
-        None => s.repo.model(model)?.ready().map(|r| r.version_label.clone()).collect(),
+        None => s
+            .repo
+            .model(model)?
+            .ready()
+            .map(|r| r.version_label.clone())
+            .collect(),
     };
     let tensors = |ts: &[models::TensorSpec]| {
         ts.iter()
@@ -68,17 +81,27 @@ async fn metadata(s: &AppState, model: &str, version: Option<&str>) -> ApiResult
     })))
 }
 
-pub async fn model_metadata(State(s): AppStateRef, Path(m): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn model_metadata(
+    State(s): AppStateRef,
+    Path(m): Path<String>,
+) -> ApiResult<Json<Value>> {
     metadata(&s, &m, None).await
 }
 
-pub async fn version_metadata(State(s): AppStateRef, Path((m, v)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+pub async fn version_metadata(
+    State(s): AppStateRef,
+    Path((m, v)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     metadata(&s, &m, Some(&v)).await
 }
 
 fn model_ready(s: &AppState, model: &str, version: Option<&str>) -> Response {
     let ready = s.repo.get(model, version).is_ok();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(json!({ "name": model, "ready": ready }))).into_response()
 }
 
@@ -86,11 +109,20 @@ pub async fn model_ready_latest(State(s): AppStateRef, Path(m): Path<String>) ->
     model_ready(&s, &m, None)
 }
 
-pub async fn model_ready_version(State(s): AppStateRef, Path((m, v)): Path<(String, String)>) -> Response {
+pub async fn model_ready_version(
+    State(s): AppStateRef,
+    Path((m, v)): Path<(String, String)>,
+) -> Response {
     model_ready(&s, &m, Some(&v))
 }
 
-async fn do_infer(s: Arc<AppState>, model: &str, version: Option<&str>, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
+async fn do_infer(
+    s: Arc<AppState>,
+    model: &str,
+    version: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
     let body = read_body(body, s.max_request_bytes).await?;
     let (req, enc) = codec::decode_request(headers, &body, model, version)?;
     drop(body);
@@ -98,7 +130,12 @@ async fn do_infer(s: Arc<AppState>, model: &str, version: Option<&str>, headers:
     Ok(codec::encode_response(&resp, &enc))
 }
 
-pub async fn infer_latest(State(s): AppStateRef, Path(m): Path<String>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+pub async fn infer_latest(
+    State(s): AppStateRef,
+    Path(m): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
     do_infer(s, &m, None, &headers, body).await
 }
 
@@ -112,11 +149,18 @@ pub async fn infer_version(
 }
 
 pub async fn config_latest(State(s): AppStateRef, Path(m): Path<String>) -> ApiResult<Json<Value>> {
-    Ok(Json(triton::model_config_json(&triton::model_config(&*served(&s, &m, None)?))))
+    Ok(Json(triton::model_config_json(&triton::model_config(
+        &*served(&s, &m, None)?,
+    ))))
 }
 
-pub async fn config_version(State(s): AppStateRef, Path((m, v)): Path<(String, String)>) -> ApiResult<Json<Value>> {
-    Ok(Json(triton::model_config_json(&triton::model_config(&*served(&s, &m, Some(&v))?))))
+pub async fn config_version(
+    State(s): AppStateRef,
+    Path((m, v)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(triton::model_config_json(&triton::model_config(
+        &*served(&s, &m, Some(&v))?,
+    ))))
 }
 
 fn stats(s: &AppState, model: Option<&str>, version: Option<&str>) -> ApiResult<Json<Value>> {
@@ -140,7 +184,10 @@ pub async fn stats_model(State(s): AppStateRef, Path(m): Path<String>) -> ApiRes
     stats(&s, Some(&m), None)
 }
 
-pub async fn stats_version(State(s): AppStateRef, Path((m, v)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+pub async fn stats_version(
+    State(s): AppStateRef,
+    Path((m, v)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     stats(&s, Some(&m), Some(&v))
 }
 
@@ -149,9 +196,12 @@ fn optional_json(body: &Bytes) -> ApiResult<Value> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))?;
     if !v.is_object() {
-        return Err(ApiError::BadRequest("the JSON body must be an object".into()));
+        return Err(ApiError::BadRequest(
+            "the JSON body must be an object".into(),
+        ));
     }
     Ok(v)
 }
@@ -180,16 +230,19 @@ pub async fn repository_index(State(s): AppStateRef, body: Body) -> ApiResult<Js
     Ok(Json(Value::Array(rows)))
 }
 
-pub async fn repository_load(State(s): AppStateRef, Path(m): Path<String>, body: Body) -> ApiResult<Json<Value>> {
+pub async fn repository_load(
+    State(s): AppStateRef,
+    Path(m): Path<String>,
+    body: Body,
+) -> ApiResult<Json<Value>> {
     let body = optional_json(&read_body(body, s.max_request_bytes).await?)?;
-    if let Some(p) = body.get("parameters").and_then(Value::as_object) {
-        if p.keys().any(|k| k == "config" || k.starts_with("file:")) {
-            return Err(ApiError::BadRequest(
-                "loading a model from 'config' / 'file:' parameters is not supported: put the model in the \
-                 repository directory, then call load"
-                    .into(),
-            ));
-        }
+    let params = body.get("parameters").and_then(Value::as_object);
+    if params.is_some_and(|p| p.keys().any(|k| k == "config" || k.starts_with("file:"))) {
+        return Err(ApiError::BadRequest(
+            "loading a model from 'config' / 'file:' parameters is not supported: put the model in the \
+             repository directory, then call load"
+                .into(),
+        ));
     }
     let repo = Arc::clone(&s.repo);
     let name = m.clone();
@@ -199,7 +252,11 @@ pub async fn repository_load(State(s): AppStateRef, Path(m): Path<String>, body:
     Ok(Json(json!({})))
 }
 
-pub async fn repository_unload(State(s): AppStateRef, Path(m): Path<String>, body: Body) -> ApiResult<Json<Value>> {
+pub async fn repository_unload(
+    State(s): AppStateRef,
+    Path(m): Path<String>,
+    body: Body,
+) -> ApiResult<Json<Value>> {
     optional_json(&read_body(body, s.max_request_bytes).await?)?;
     s.repo.unload_model(&m)?;
     Ok(Json(json!({})))

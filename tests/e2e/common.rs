@@ -1,0 +1,231 @@
+//! Starting the real `inferd` binary for a test, and small helpers around it.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A temporary model repository holding copies of fixture models, each with an optional
+/// `config.toml`.
+pub fn repo(models: &[(&str, Option<&str>)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, config) in models {
+        let v1 = dir.path().join(name).join("1");
+        std::fs::create_dir_all(&v1).unwrap();
+        std::fs::copy(
+            fixtures().join("models").join(name).join("1/model.onnx"),
+            v1.join("model.onnx"),
+        )
+        .unwrap();
+        if let Some(c) = config {
+            std::fs::write(dir.path().join(name).join("config.toml"), c).unwrap();
+        }
+    }
+    dir
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Server {
+    child: Child,
+    pub http: u16,
+    pub grpc: u16,
+    pub metrics: u16,
+    log: PathBuf,
+    _data: tempfile::TempDir,
+}
+
+impl Server {
+    pub async fn start(repo: &Path, extra: &[&str]) -> Server {
+        let data = tempfile::tempdir().unwrap();
+        let log = data.path().join("server.log");
+        let (http, grpc, metrics) = (free_port(), free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_inferd"))
+            .arg("serve")
+            .arg("--model-repository")
+            .arg(repo)
+            .args(["--host", "127.0.0.1"])
+            .args(["--http-port", &http.to_string()])
+            .args(["--grpc-port", &grpc.to_string()])
+            .args(["--metrics-port", &metrics.to_string()])
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn inferd");
+        let mut s = Server {
+            child,
+            http,
+            grpc,
+            metrics,
+            log,
+            _data: data,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                panic!("inferd exited ({status}) before it was ready:\n{}", s.log());
+            }
+            let ready = reqwest::get(s.url("/v2/health/ready")).await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "inferd not ready after 60 s:\n{}",
+                s.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit (bounded), returning its status.
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "inferd did not exit:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The value of one Prometheus sample, e.g. `metric("inferd_inference_pending_request_count", &[("model","mlp")])`;
+    /// 0 when absent.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+                (n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+                .then(|| value.parse::<f64>().ok())?
+            })
+            .sum()
+    }
+
+    /// Polls until the metric reaches `want` (bounded).
+    pub async fn wait_metric(&self, name: &str, labels: &[(&str, &str)], want: f64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = self.metric(name, labels).await;
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}{labels:?} stayed at {got}, expected {want}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- inferd log ---\n{}", self.log());
+        }
+    }
+}
+
+/// The reference cases recorded with ONNX Runtime's Python API by tests/fixtures/gen_models.py.
+pub fn reference(model: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(fixtures().join("reference.json")).unwrap();
+    let all: Value = serde_json::from_str(&text).unwrap();
+    all[model].as_array().unwrap().clone()
+}
+
+/// A V2 JSON request body from a reference case's inputs.
+pub fn request_body(case: &Value) -> Value {
+    serde_json::json!({ "inputs": case["inputs"] })
+}
+
+/// Asserts each output of a V2 JSON response equals the reference within 1e-5.
+pub fn assert_outputs_match(resp: &Value, case: &Value) {
+    let outputs = resp["outputs"].as_array().expect("outputs");
+    for want in case["outputs"].as_array().unwrap() {
+        let got = outputs
+            .iter()
+            .find(|o| o["name"] == want["name"])
+            .unwrap_or_else(|| panic!("output {} missing in {resp}", want["name"]));
+        assert_eq!(got["shape"], want["shape"], "{}", want["name"]);
+        assert_eq!(got["datatype"], want["datatype"], "{}", want["name"]);
+        let (g, w) = (
+            got["data"].as_array().unwrap(),
+            want["data"].as_array().unwrap(),
+        );
+        assert_eq!(g.len(), w.len());
+        for (a, b) in g.iter().zip(w) {
+            match (a.as_f64(), b.as_f64()) {
+                (Some(x), Some(y)) => {
+                    assert!((x - y).abs() <= 1e-5, "{}: {x} vs {y}", want["name"])
+                }
+                _ => assert_eq!(a, b, "{}", want["name"]),
+            }
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests against the real `inferd` binary, real ONNX Runtime and the fixture
+//! models. One test binary (modules below) keeps link time down on small machines.
+//!
+//! Needs the ONNX Runtime shared library: `scripts/test.sh` (or `. scripts/env.sh`) sets it up.
+
+mod bad_input;
+mod batching;
+mod common;
+mod grpc;
+mod overload;
+mod shutdown;
