@@ -1,0 +1,565 @@
+#!/usr/bin/env python3
+"""REST load benchmark for inferd's serving core (run it through benches/load/run.sh).
+
+Serves the digits-sized MLP (tests/fixtures/models/mlp: FP32 [-1,64] -> [-1,10]) with
+  - inferd, dynamic batching on (the default),
+  - inferd, batching off (a copy of the model with config.toml `max_batch_size = 0`),
+  - the bare axum baseline (benches/load/bare_axum.rs: parses the V2 JSON, returns a fixed body),
+  - Seldon MLServer with a small ONNX Runtime custom runtime (benches/load/mlserver/),
+one server at a time, and drives each with wrk over REST at every concurrency (default 1, 8, 32
+connections) with the same V2 JSON request (one row of 64 floats): a warmup, then a timed run.
+inferd (batching on) is also driven by perf_analyzer over HTTP (binary tensors) and gRPC, which
+adds the server-side queue/compute breakdown from /v2/models/mlp/stats. Prints a markdown report
+and writes it, with every raw log, under $INFERD_CACHE/bench/load-<timestamp>/.
+
+Standard library only. Every server is started in its own process group and stopped on exit,
+error or signal; every load run is bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+MODEL = "mlp"
+MODEL_ONNX = ROOT / "tests" / "fixtures" / "models" / MODEL / "1" / "model.onnx"
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method: str, url: str, body: bytes | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, method=method)
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+# ---------------------------------------------------------------------------------------------
+# Servers
+
+
+@dataclass
+class Server:
+    key: str  # short id
+    label: str  # shown in the tables
+    argv: list[str]
+    cwd: Path
+    log_path: Path
+    infer_url: str
+    ready_url: str | None  # GET that answers 200 when ready; None: probe with an inference
+    metrics_url: str | None = None
+    grpc_port: int | None = None
+    http_port: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    start_timeout_s: float = 90.0
+    proc: subprocess.Popen | None = None
+
+    def start(self, body: bytes) -> None:
+        log(f"starting {self.label}: {' '.join(self.argv)}")
+        logf = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            self.argv,
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+            start_new_session=True,  # its own process group, so stop() reaches its children
+        )
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(
+                    f"{self.label} exited with status {self.proc.returncode} while starting; "
+                    f"last lines of {self.log_path}:\n{tail(self.log_path)}"
+                )
+            try:
+                if self.ready_url is not None:
+                    code, _ = http("GET", self.ready_url, timeout=1.0)
+                else:
+                    code, _ = http("POST", self.infer_url, body, timeout=1.0)
+                if code == 200:
+                    log(f"{self.label} ready (pid {self.proc.pid})")
+                    return
+            except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError):
+                pass
+            time.sleep(0.2)
+        raise BenchError(
+            f"{self.label} not ready after {self.start_timeout_s:.0f} s; last lines of "
+            f"{self.log_path}:\n{tail(self.log_path)}"
+        )
+
+    def stop(self) -> None:
+        p, self.proc = self.proc, None
+        if p is None or p.poll() is not None:
+            return
+        log(f"stopping {self.label} (pid {p.pid})")
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=5)
+        except ProcessLookupError:
+            pass
+
+
+def tail(path: Path, n: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Load generators
+
+
+@dataclass
+class Row:
+    server: str
+    tool: str  # "wrk (REST JSON)", "perf_analyzer (HTTP binary)", ...
+    conc: int
+    rps: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    errors: int = 0
+    note: str = ""
+    server_side: str = ""  # perf_analyzer's server-side breakdown
+
+
+def run_wrk(url: str, conc: int, seconds: float, body_path: Path, out_log: Path) -> Row:
+    threads = max(1, min(conc, int(os.environ.get("BENCH_WRK_THREADS", "2"))))
+    argv = [
+        "wrk", f"-t{threads}", f"-c{conc}", f"-d{seconds:g}s", "--timeout", "5s",
+        "-s", str(HERE / "post.lua"), url,
+    ]
+    try:
+        r = subprocess.run(
+            argv, capture_output=True, text=True, timeout=seconds + 30,
+            env={**os.environ, "BENCH_BODY": str(body_path)},
+        )
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"wrk did not finish in {seconds + 30:.0f} s: {' '.join(argv)}") from e
+    with open(out_log, "a") as f:
+        f.write(f"$ {' '.join(argv)}\n{r.stdout}{r.stderr}\n")
+    m = re.search(r"^RESULT (.*)$", r.stdout, re.M)
+    if r.returncode != 0 or m is None:
+        raise BenchError(f"wrk failed (status {r.returncode}): {r.stdout}{r.stderr}")
+    kv = {k: float(v) for k, v in (p.split("=") for p in m.group(1).split())}
+    errors = int(sum(kv[k] for k in ("status_errors", "connect_errors", "read_errors", "write_errors", "timeouts")))
+    return Row(
+        server="", tool="wrk (REST JSON)", conc=conc,
+        rps=kv["requests"] / (kv["duration_us"] / 1e6),
+        p50_ms=kv["p50_us"] / 1000, p99_ms=kv["p99_us"] / 1000, errors=errors,
+        note=f"{int(kv['requests'])} requests" + (f", {errors} errors" if errors else ""),
+    )
+
+
+def run_perf_analyzer(protocol: str, addr: str, conc: int, seconds: float, out_dir: Path) -> tuple[Row, str]:
+    """One concurrency level; returns the row and perf_analyzer's text summary for the report."""
+    csv_path = out_dir / f"pa-{protocol}-c{conc}.csv"
+    window_ms = max(1000, int(seconds * 1000 / 3))  # 3 stable windows ~ the wrk duration
+    argv = [
+        str(ROOT / "scripts" / "perf_analyzer.sh"), "-m", MODEL, "-u", addr, "-i", protocol,
+        "--concurrency-range", str(conc), "--measurement-interval", str(window_ms),
+        "--stability-percentage", os.environ.get("BENCH_PA_STABILITY", "25"), "--max-trials", "8",
+        "-f", str(csv_path),
+    ]
+    limit = 20 + 9 * window_ms / 1000
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=limit)
+        out, rc = r.stdout + r.stderr, r.returncode
+    except subprocess.TimeoutExpired as e:
+        out, rc = f"{e.stdout or ''}{e.stderr or ''}\n(killed after {limit:.0f} s)", -1
+        out = out if isinstance(out, str) else out.decode(errors="replace")
+    (out_dir / f"pa-{protocol}-c{conc}.log").write_text(f"$ {' '.join(argv)}\n{out}")
+    tool = {"http": "perf_analyzer (HTTP binary)", "grpc": "perf_analyzer (gRPC)"}[protocol]
+    row = Row(server="", tool=tool, conc=conc)
+    summary = summarize_pa(out)
+    if rc != 0 or not csv_path.exists():
+        reason = next((l.strip() for l in out.splitlines() if "Failed" in l or "error" in l.lower()), f"status {rc}")
+        row.note = f"no result: {reason}"
+        return row, summary
+    rec = next(csv.DictReader(io.StringIO(csv_path.read_text())))
+    row.rps = float(rec["Inferences/Second"])
+    row.p50_ms = float(rec["p50 latency"]) / 1000
+    row.p99_ms = float(rec["p99 latency"]) / 1000
+    us = lambda k: float(rec.get(k) or 0)  # noqa: E731
+    row.server_side = (
+        f"queue {us('Server Queue'):.0f} + compute in {us('Server Compute Input'):.0f} / "
+        f"infer {us('Server Compute Infer'):.0f} / out {us('Server Compute Output'):.0f} µs; "
+        f"client send {us('Client Send'):.0f}, network+server {us('Network+Server Send/Recv'):.0f}, "
+        f"client recv {us('Client Recv'):.0f} µs"
+    )
+    m = re.search(r"Inference count: (\d+)\s+Execution count: (\d+)", out)
+    if m and int(m.group(2)):
+        row.note = f"avg batch {int(m.group(1)) / int(m.group(2)):.2f}"
+    return row, summary
+
+
+def summarize_pa(out: str) -> str:
+    """perf_analyzer's per-concurrency block (Client/Server lines), as printed."""
+    lines = out.splitlines()
+    start = next((i for i, l in enumerate(lines) if l.startswith("Request concurrency:")), None)
+    if start is None:
+        return "\n".join(l for l in lines if l.strip())[-2000:]
+    keep = []
+    for l in lines[start:]:
+        if l.startswith("Inferences/Second vs."):
+            break
+        if l.strip():
+            keep.append(l.rstrip())
+    return "\n".join(keep)
+
+
+# ---------------------------------------------------------------------------------------------
+# inferd's batch-size histogram
+
+
+def batch_hist(metrics_url: str) -> dict[str, float]:
+    code, text = http("GET", metrics_url)
+    if code != 200:
+        raise BenchError(f"GET {metrics_url}: {code}")
+    out: dict[str, float] = {}
+    for line in text.decode().splitlines():
+        if not line.startswith("inferd_inference_batch_size") or f'model="{MODEL}"' not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        m = re.search(r'le="([^"]+)"', name)
+        key = m.group(1) if m else name.split("{")[0].rsplit("_", 1)[-1]  # sum / count
+        out[key] = float(value)
+    if "count" not in out:
+        raise BenchError(f"no inferd_inference_batch_size series for model {MODEL} at {metrics_url}")
+    return out
+
+
+def hist_delta(before: dict[str, float], after: dict[str, float]) -> str:
+    d = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    count, total = d.pop("count", 0), d.pop("sum", 0)
+    buckets = sorted(d.items(), key=lambda kv: float("inf") if kv[0] == "+Inf" else float(kv[0]))
+    rows, prev, prev_le = [], 0.0, 0.0
+    for le, cum in buckets:
+        n = cum - prev
+        lo = int(prev_le) + 1
+        if le == "+Inf":
+            span = f"> {int(prev_le)}"
+        else:
+            span = str(lo) if lo == int(float(le)) else f"{lo}–{int(float(le))}"
+        if n:
+            rows.append(f"| {span} | {int(n)} | {100 * n / count:.1f}% |")
+        prev, prev_le = cum, (prev_le if le == "+Inf" else float(le))
+    mean = total / count if count else 0
+    return (
+        f"{int(count)} executions for {int(total)} requests (mean batch {mean:.2f} rows):\n\n"
+        "| batch rows | executions | share |\n|---|---|---|\n" + "\n".join(rows)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def fmt(v: float | None, spec: str, suffix: str = "") -> str:
+    return "—" if v is None else format(v, spec) + suffix
+
+
+def ratio(a: Row | None, b: Row | None) -> float | None:
+    if a is None or b is None or not a.rps or not b.rps:
+        return None
+    return a.rps / b.rps
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+        mem = f", {kb / 1024 / 1024:.0f} GiB RAM"
+    except (OSError, AttributeError):
+        pass
+    return f"{os.cpu_count()} CPUs ({cpu}){mem}, {platform.system()} {platform.release()}"
+
+
+def git_rev() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return rev + (" (+ uncommitted changes)" if dirty else "")
+    except OSError:
+        return "?"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 10)), help="seconds per measurement (default 10)")
+    ap.add_argument("--warmup", type=float, default=float(os.environ.get("BENCH_WARMUP", 3)), help="seconds of warmup before each measurement (default 3)")
+    ap.add_argument("--concurrency", default=os.environ.get("BENCH_CONCURRENCY", "1,8,32"), help="comma-separated connection counts (default 1,8,32)")
+    ap.add_argument("--skip-mlserver", action="store_true", help="leave out the MLServer rows")
+    ap.add_argument("--skip-perf-analyzer", action="store_true", help="leave out the perf_analyzer rows")
+    ap.add_argument("--out-dir", type=Path, default=None, help="where the report and logs go (default $INFERD_CACHE/bench/load-<timestamp>)")
+    args = ap.parse_args()
+    concs = [int(c) for c in args.concurrency.split(",")]
+    top = max(concs)
+
+    for var in ("INFERD_BIN", "BARE_AXUM_BIN", "INFERD_CACHE", "ORT_DYLIB_PATH"):
+        if not os.environ.get(var):
+            raise BenchError(f"{var} is not set; run benches/load/run.sh")
+    if shutil.which("wrk") is None:
+        raise BenchError("wrk not found (apt-get install wrk; scripts/setup.sh does it when apt is usable)")
+    mlserver_bin = Path(os.environ.get("MLSERVER_VENV", "")) / "bin" / "mlserver"
+    if not args.skip_mlserver and not mlserver_bin.exists():
+        raise BenchError(f"{mlserver_bin} not found; run benches/load/run.sh (it installs MLServer)")
+
+    started = dt.datetime.now(dt.timezone.utc)
+    out_dir = args.out_dir or Path(os.environ["INFERD_CACHE"]) / "bench" / f"load-{started:%Y%m%d-%H%M%S}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="inferd-load-"))
+    servers: list[Server] = []
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, on_signal)
+
+    try:
+        # The binaries are copied so that a rebuild during the run cannot swap them mid-way.
+        bins = work / "bin"
+        bins.mkdir()
+        inferd = str(shutil.copy2(os.environ["INFERD_BIN"], bins / "inferd"))
+        bare = str(shutil.copy2(os.environ["BARE_AXUM_BIN"], bins / "bare_axum"))
+
+        # The request: one digits-like row (pixel intensities 0..16), identical for every server.
+        row = [float((i * 7 + 3) % 17) for i in range(64)]
+        body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": row}]}).encode()
+        body_path = work / "body.json"
+        body_path.write_bytes(body)
+
+        # Model repositories: the same model.onnx for all.
+        for name, cfg in (("repo-batching", None), ("repo-nobatch", "max_batch_size = 0\n")):
+            d = work / name / MODEL / "1"
+            d.mkdir(parents=True)
+            shutil.copy2(MODEL_ONNX, d / "model.onnx")
+            if cfg:
+                (work / name / MODEL / "config.toml").write_text(cfg)
+
+        def inferd_server(key: str, label: str, repo: str) -> Server:
+            hp, gp, mp = free_port(), free_port(), free_port()
+            return Server(
+                key=key, label=label,
+                argv=[inferd, "serve", "--host", "127.0.0.1", "--model-repository", str(work / repo),
+                      "--http-port", str(hp), "--grpc-port", str(gp), "--metrics-port", str(mp),
+                      "--data-dir", str(work / f"data-{key}")],
+                cwd=work, log_path=out_dir / f"{key}.log",
+                infer_url=f"http://127.0.0.1:{hp}/v2/models/{MODEL}/infer",
+                ready_url=f"http://127.0.0.1:{hp}/v2/models/{MODEL}/ready",
+                metrics_url=f"http://127.0.0.1:{mp}/metrics", grpc_port=gp, http_port=hp,
+            )
+
+        servers.append(inferd_server("inferd", "inferd (batching on)", "repo-batching"))
+        servers.append(inferd_server("inferd-nobatch", "inferd (batching off)", "repo-nobatch"))
+        bp = free_port()
+        servers.append(Server(
+            key="bare", label="bare axum", argv=[bare, str(bp)], cwd=work, log_path=out_dir / "bare.log",
+            infer_url=f"http://127.0.0.1:{bp}/v2/models/{MODEL}/infer", ready_url=None,
+        ))
+        if not args.skip_mlserver:
+            mdir = work / "mlserver"
+            (mdir / MODEL).mkdir(parents=True)
+            shutil.copy2(MODEL_ONNX, mdir / MODEL / "model.onnx")
+            shutil.copy2(HERE / "mlserver" / "runtime.py", mdir / MODEL / "runtime.py")
+            (mdir / MODEL / "model-settings.json").write_text(json.dumps({
+                "name": MODEL, "implementation": "runtime.OnnxRuntimeModel",
+                "parameters": {"uri": "./model.onnx", "version": "1"},
+            }))
+            mh, mg, mm = free_port(), free_port(), free_port()
+            # parallel_workers 0: MLServer 1.7 with current uvloop only starts that way.
+            (mdir / "settings.json").write_text(json.dumps({
+                "parallel_workers": 0, "host": "127.0.0.1", "http_port": mh, "grpc_port": mg,
+                "metrics_port": mm, "debug": False,
+            }))
+            servers.append(Server(
+                key="mlserver", label="MLServer 1.7 (ORT runtime)", argv=[str(mlserver_bin), "start", "."],
+                cwd=mdir, log_path=out_dir / "mlserver.log",
+                infer_url=f"http://127.0.0.1:{mh}/v2/models/{MODEL}/infer",
+                ready_url=f"http://127.0.0.1:{mh}/v2/models/{MODEL}/ready", start_timeout_s=180,
+            ))
+
+        rows: list[Row] = []
+        pa_summaries: list[tuple[str, int, str]] = []
+        hist_on = hist_off = ""
+        outputs: dict[str, list[float]] = {}
+        wrk_log = out_dir / "wrk.log"
+
+        for srv in servers:
+            srv.start(body)
+            try:
+                code, resp = http("POST", srv.infer_url, body)
+                if code != 200:
+                    raise BenchError(f"{srv.label}: the benchmark request got {code}: {resp[:500]!r}")
+                if srv.key != "bare":
+                    out = json.loads(resp)["outputs"][0]
+                    if out["shape"] != [1, 10]:
+                        raise BenchError(f"{srv.label}: output shape {out['shape']}, want [1, 10]")
+                    outputs[srv.label] = out["data"]
+                for c in concs:
+                    if args.warmup > 0:
+                        run_wrk(srv.infer_url, c, args.warmup, body_path, wrk_log)
+                    before = batch_hist(srv.metrics_url) if srv.metrics_url and c == top else None
+                    log(f"{srv.label}: wrk, {c} connections, {args.duration:g} s")
+                    r = run_wrk(srv.infer_url, c, args.duration, body_path, wrk_log)
+                    r.server = srv.label
+                    rows.append(r)
+                    log(f"  {r.rps:.0f} req/s, p50 {r.p50_ms:.3f} ms, p99 {r.p99_ms:.3f} ms, errors {r.errors}")
+                    if before is not None:
+                        delta = hist_delta(before, batch_hist(srv.metrics_url))
+                        if srv.key == "inferd":
+                            hist_on = delta
+                        else:
+                            hist_off = delta
+                if srv.key == "inferd" and not args.skip_perf_analyzer:
+                    for proto, port in (("http", srv.http_port), ("grpc", srv.grpc_port)):
+                        for c in concs:
+                            log(f"{srv.label}: perf_analyzer {proto}, concurrency {c}")
+                            r, summary = run_perf_analyzer(proto, f"127.0.0.1:{port}", c, args.duration, out_dir)
+                            r.server = srv.label
+                            rows.append(r)
+                            pa_summaries.append((proto, c, summary))
+                            log(f"  {fmt(r.rps, '.0f')} infer/s, p99 {fmt(r.p99_ms, '.3f')} ms {r.note}")
+            finally:
+                srv.stop()
+
+        # Same model, same input: inferd and MLServer must agree.
+        agree = ""
+        vals = list(outputs.values())
+        if len(vals) > 1:
+            worst = max(abs(a - b) for v in vals[1:] for a, b in zip(vals[0], v))
+            agree = f"Outputs of {', '.join(outputs)} for the benchmark request agree to {worst:.1e}."
+            if worst > 1e-4:
+                raise BenchError(f"servers disagree on the output (max diff {worst}): {outputs}")
+
+        report = render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, started)
+        (out_dir / "report.md").write_text(report)
+        print(report)
+        log(f"report and logs in {out_dir}")
+        return 0
+    except BenchError as e:
+        log(f"FAILED: {e}")
+        return 1
+    except KeyboardInterrupt as e:
+        log(f"interrupted ({e}); stopping servers")
+        return 130
+    finally:
+        for srv in servers:
+            srv.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, started) -> str:
+    def find(server_key: str, tool: str, c: int) -> Row | None:
+        return next((r for r in rows if r.server == server_key and r.tool == tool and r.conc == c), None)
+
+    W = "wrk (REST JSON)"
+    ON, OFF, BARE, MLS = "inferd (batching on)", "inferd (batching off)", "bare axum", "MLServer 1.7 (ORT runtime)"
+    out = io.StringIO()
+    p = lambda s="": print(s, file=out)  # noqa: E731
+    p(f"### Load benchmark, {started:%Y-%m-%d %H:%M} UTC")
+    p()
+    p(f"- machine: {machine()}; load generator and server share it")
+    p(f"- inferd commit: {git_rev()}; wrk threads: min(connections, {os.environ.get('BENCH_WRK_THREADS', '2')}); "
+      f"each measurement {args.duration:g} s after a {args.warmup:g} s warmup, one server running at a time")
+    p(f"- request: POST /v2/models/{MODEL}/infer, V2 JSON, one row of 64 FP32 (`{MODEL}`: 64 → 10, digits-sized MLP)")
+    if agree:
+        p(f"- {agree}")
+    p()
+    p("| server | load | conns | req/s | p50 ms | p99 ms | notes |")
+    p("|---|---|---:|---:|---:|---:|---|")
+    for r in rows:
+        p(f"| {r.server} | {r.tool} | {r.conc} | {fmt(r.rps, ',.0f')} | {fmt(r.p50_ms, '.3f')} | {fmt(r.p99_ms, '.3f')} | {r.note} |")
+    p()
+    p("Ratios of request rates (wrk, REST JSON):")
+    p()
+    p("| conns | inferd / bare axum | inferd / MLServer | batching on / off | inferd off / bare axum |")
+    p("|---:|---:|---:|---:|---:|")
+    for c in concs:
+        on, off, bare, mls = (find(s, W, c) for s in (ON, OFF, BARE, MLS))
+        p(f"| {c} | {fmt(ratio(on, bare), '.2f')} | {fmt(ratio(on, mls), '.1f', '×')} | {fmt(ratio(on, off), '.2f')} | {fmt(ratio(off, bare), '.2f')} |")
+    p()
+    on, bare, mls = find(ON, W, top), find(BARE, W, top), find(MLS, W, top)
+    r_bare, r_mls = ratio(on, bare), ratio(on, mls)
+    verdict = lambda ok: "n/a" if ok is None else ("**met**" if ok else "**not met**")  # noqa: E731
+    p(f"Targets at {top} connections (inferd, batching on):")
+    p()
+    p(f"- ≥ 50% of bare axum's request rate: {fmt(r_bare and 100 * r_bare, '.0f')}% → {verdict(None if r_bare is None else r_bare >= 0.5)}")
+    p(f"- ≥ 20× MLServer's request rate: {fmt(r_mls, '.1f')}× → {verdict(None if r_mls is None else r_mls >= 20)}")
+    p(f"- p99 < 2 ms: {fmt(on and on.p99_ms, '.3f')} ms → {verdict(None if on is None or on.p99_ms is None else on.p99_ms < 2)}")
+    if hist_on:
+        p()
+        p(f"`inferd_inference_batch_size` (model `{MODEL}`) during the {top}-connection wrk run, batching on: {hist_on}")
+    if hist_off:
+        p()
+        p(f"Batching off, same run: {hist_off}")
+    pa = [r for r in rows if r.tool.startswith("perf_analyzer")]
+    if pa:
+        p()
+        p("perf_analyzer against inferd (batching on), server-side breakdown from /v2/models/mlp/stats (averages per request):")
+        p()
+        p("| load | conc | infer/s | p50 ms | p99 ms | server side | notes |")
+        p("|---|---:|---:|---:|---:|---|---|")
+        for r in pa:
+            p(f"| {r.tool} | {r.conc} | {fmt(r.rps, ',.0f')} | {fmt(r.p50_ms, '.3f')} | {fmt(r.p99_ms, '.3f')} | {r.server_side} | {r.note} |")
+        p()
+        p("<details><summary>perf_analyzer output</summary>")
+        p()
+        for proto, c, s in pa_summaries:
+            p(f"```\n# -i {proto}, concurrency {c}\n{s}\n```")
+        p()
+        p("</details>")
+    return out.getvalue()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
