@@ -57,6 +57,15 @@ pub enum Error {
     /// A model configuration or repository problem (bad `config.toml`, bad layout).
     #[error("{0}")]
     Config(String),
+    /// The operation conflicts with the registry's state (e.g. deleting an aliased version).
+    #[error("{0}")]
+    Conflict(String),
+    /// An upload exceeded the size limit.
+    #[error("the upload is larger than the limit of {limit} bytes (raise --max-upload-bytes)")]
+    TooLarge { limit: u64 },
+    /// Reading or writing the repository failed.
+    #[error("{0}")]
+    Io(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -12,7 +12,9 @@
 //!   per model instance, deadlines, priorities, cancellation.
 //! - [`config`]: a model's optional `config.toml`.
 //! - [`repository`]: the model repository on disk (Triton's layout) and the set of loaded
-//!   versions that requests are routed to.
+//!   versions that requests are routed to; uploads, aliases, hot swaps.
+//! - [`registry`]: the registry's record beside each model (`registry.json`): version
+//!   metadata, aliases and their history; streamed, hashed uploads.
 //! - [`stats`], [`metrics`]: Triton-shaped statistics and Prometheus metrics of the request path.
 //! - [`error`]: the crate's one error type.
 //!
@@ -25,6 +27,7 @@ pub mod datatype;
 pub mod error;
 pub mod metrics;
 pub mod model;
+pub mod registry;
 pub mod repository;
 pub mod signature;
 pub mod stats;

@@ -11,12 +11,20 @@
 //! A model or version that fails to load is kept, `UNAVAILABLE` with its reason, while the
 //! rest serve.
 //!
+//! The registry (see `registry`) adds uploads, immutable numbered versions and aliases on
+//! top of the same directories: a version is served when the version policy selects it or an
+//! alias points at it; requests without a version follow the `production` alias if it
+//! exists, else the newest ready version; a version string may be an alias
+//! (`/v2/models/m/versions/production/infer`).
+//!
 //! The served set is an immutable map behind an `ArcSwap`: a request takes an
 //! `Arc<ServedVersion>` without locking, and keeps the version alive until it finishes, so a
-//! reload or unload never disturbs requests in flight. Writers (load, unload) are serialised
-//! by a mutex and publish a new map.
+//! reload, alias move or unload never disturbs requests in flight; a version no longer served
+//! is freed when its last request finishes. Every change to a model (load, upload, alias
+//! move, delete) runs under that model's lock, loads what it needs first, persists the
+//! registry record, then publishes the new state in one swap.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +37,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::metrics::{FailureReason, Metrics, VersionMetrics};
 use crate::model::Model;
+use crate::registry::{self, ModelMeta, Staged, Upload, VersionMeta, VersionStatus};
 use crate::signature::Signature;
 use crate::stats::ModelStats;
 use crate::tensor::{Tensor, TensorData};
@@ -93,36 +102,43 @@ impl ServedVersion {
     }
 }
 
-/// Where a version stands.
+/// Where a version on disk stands for serving.
 #[derive(Clone)]
 pub enum VersionState {
     Ready(Arc<ServedVersion>),
+    /// Uploaded; its trial load is running.
+    Loading,
     Unavailable(String),
 }
 
 impl VersionState {
+    /// Triton's state names.
     pub fn name(&self) -> &'static str {
         match self {
             VersionState::Ready(_) => "READY",
+            VersionState::Loading => "LOADING",
             VersionState::Unavailable(_) => "UNAVAILABLE",
         }
     }
 
     pub fn reason(&self) -> &str {
         match self {
-            VersionState::Ready(_) => "",
+            VersionState::Ready(_) | VersionState::Loading => "",
             VersionState::Unavailable(r) => r,
         }
     }
 }
 
-/// A model and its versions.
+/// A model: its registry record and the serving state of each version on disk.
 #[derive(Clone, Default)]
 pub struct ModelEntry {
     pub name: String,
+    pub meta: ModelMeta,
     pub versions: BTreeMap<u64, VersionState>,
     /// Why the model as a whole could not load (bad `config.toml`, no versions, ...).
     pub error: Option<String>,
+    /// Unloaded through the repository API: nothing is served until it is loaded again.
+    pub unloaded: bool,
 }
 
 impl ModelEntry {
@@ -130,10 +146,21 @@ impl ModelEntry {
     pub fn ready(&self) -> impl Iterator<Item = &Arc<ServedVersion>> {
         self.versions.values().rev().filter_map(|s| match s {
             VersionState::Ready(v) => Some(v),
-            VersionState::Unavailable(_) => None,
+            _ => None,
         })
     }
+
+    /// The version requests without one go to: `production` if set, else the newest ready.
+    pub fn default_version(&self) -> Option<u64> {
+        match self.meta.aliases.get(DEFAULT_ALIAS) {
+            Some(a) => Some(a.version),
+            None => self.ready().next().map(|v| v.version),
+        }
+    }
 }
+
+/// The alias that requests without a version follow, when it exists.
+pub const DEFAULT_ALIAS: &str = "production";
 
 /// One row of the repository index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,7 +183,45 @@ pub struct Repository {
     opts: RepositoryOptions,
     metrics: Metrics,
     models: ArcSwap<BTreeMap<String, Arc<ModelEntry>>>,
-    writer: Mutex<()>,
+    /// Serialises swaps of the published map.
+    publish_lock: Mutex<()>,
+    /// Serialises operations on one model (load, upload, alias moves, deletes).
+    model_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+/// What a [`Repository::sync`] may do besides reconciling.
+struct Sync<'a> {
+    /// Changes the registry record; an error aborts the operation before anything changes.
+    change: Box<dyn FnOnce(&mut ModelMeta, &[u64]) -> Result<()> + 'a>,
+    /// Versions already loaded by the caller (a trial load), to serve instead of reloading.
+    preloaded: Vec<ServedVersion>,
+    /// Fail (and change nothing) if a version an alias points at cannot be loaded.
+    strict: bool,
+    /// Clear an unload done through the repository API.
+    reload: bool,
+}
+
+impl Default for Sync<'_> {
+    fn default() -> Self {
+        Sync {
+            change: Box::new(|_, _| Ok(())),
+            preloaded: Vec::new(),
+            strict: false,
+            reload: false,
+        }
+    }
+}
+
+/// A registry view of one version, for the model-management API.
+#[derive(Debug, Clone)]
+pub struct VersionInfo {
+    pub model: String,
+    pub version: u64,
+    pub meta: Option<VersionMeta>,
+    /// Triton's state name and reason.
+    pub state: &'static str,
+    pub reason: String,
+    pub aliases: Vec<String>,
 }
 
 impl Repository {
@@ -165,7 +230,8 @@ impl Repository {
             opts,
             metrics,
             models: ArcSwap::from_pointee(BTreeMap::new()),
-            writer: Mutex::new(()),
+            publish_lock: Mutex::new(()),
+            model_locks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -173,7 +239,18 @@ impl Repository {
         &self.opts.root
     }
 
-    /// Loads every model directory under the root. Blocking; failures are recorded per model.
+    fn model_lock(&self, name: &str) -> Arc<Mutex<()>> {
+        let mut locks = self.model_locks.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(locks.entry(name.to_owned()).or_default())
+    }
+
+    fn model_dir(&self, name: &str) -> Result<PathBuf> {
+        validate_name(name)?;
+        Ok(self.opts.root.join(name))
+    }
+
+    /// Loads every model directory under the root, discarding partial uploads left by a
+    /// crash. Blocking; failures are recorded per model.
     pub fn load_all(&self) -> Result<()> {
         let entries = std::fs::read_dir(&self.opts.root).map_err(|e| {
             Error::Config(format!(
@@ -185,10 +262,11 @@ impl Repository {
             .flatten()
             .filter(|e| e.path().is_dir())
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| !n.starts_with('.'))
+            .filter(|n| !n.starts_with('.') && validate_name(n).is_ok())
             .collect();
         names.sort();
         for name in names {
+            registry::discard_partial_uploads(&self.opts.root.join(&name));
             if let Err(e) = self.load_model(&name) {
                 tracing::warn!(model = %name, error = %e, "model failed to load");
             }
@@ -196,25 +274,31 @@ impl Repository {
         Ok(())
     }
 
-    /// (Re)loads one model from disk. Versions that load replace the served ones atomically;
-    /// a version that fails to reload keeps serving its previous load. Blocking.
+    /// (Re)loads one model from disk. A version that fails to reload keeps serving its
+    /// previous load. Blocking.
     pub fn load_model(&self, name: &str) -> Result<()> {
-        validate_name(name)?;
-        let dir = self.opts.root.join(name);
+        let dir = self.model_dir(name)?;
         if !dir.is_dir() {
             return Err(Error::ModelNotFound(name.to_owned()));
         }
-        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let previous = self.models.load().get(name).cloned();
-        let entry = self.load_entry(name, &dir, previous.as_deref());
+        let lock = self.model_lock(name);
+        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = self.sync(
+            name,
+            &dir,
+            Sync {
+                reload: true,
+                ..Default::default()
+            },
+        )?;
         let failure = entry.error.clone().or_else(|| {
             entry
                 .versions
                 .iter()
                 .find(|(_, s)| matches!(s, VersionState::Unavailable(_)))
+                .filter(|_| entry.ready().next().is_none())
                 .map(|(v, s)| format!("version {v}: {}", s.reason()))
         });
-        self.publish(name, entry);
         match failure {
             Some(message) => Err(Error::Load {
                 model: name.to_owned(),
@@ -224,87 +308,159 @@ impl Repository {
         }
     }
 
-    /// Stops serving a model. Requests in flight finish; queued ones still run.
+    /// Stops serving a model until it is loaded again. Requests in flight finish.
     pub fn unload_model(&self, name: &str) -> Result<()> {
-        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(prev) = self.models.load().get(name).cloned() else {
-            return Err(Error::ModelNotFound(name.to_owned()));
-        };
-        let entry = ModelEntry {
-            name: name.to_owned(),
-            versions: prev
-                .versions
-                .keys()
-                .map(|v| (*v, VersionState::Unavailable("unloaded".into())))
-                .collect(),
-            error: Some("unloaded".into()),
-        };
+        let lock = self.model_lock(name);
+        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let prev = self.model(name)?;
+        let mut entry = (*prev).clone();
+        entry.unloaded = true;
+        for s in entry.versions.values_mut() {
+            if matches!(s, VersionState::Ready(_)) {
+                *s = VersionState::Unavailable("unloaded".into());
+            }
+        }
         self.publish(name, entry);
         Ok(())
     }
 
-    fn publish(&self, name: &str, entry: ModelEntry) {
+    fn publish(&self, name: &str, entry: ModelEntry) -> Arc<ModelEntry> {
+        let entry = Arc::new(entry);
+        let _g = self.publish_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut map = (**self.models.load()).clone();
-        map.insert(name.to_owned(), Arc::new(entry));
+        map.insert(name.to_owned(), Arc::clone(&entry));
+        self.models.store(Arc::new(map));
+        entry
+    }
+
+    fn unpublish(&self, name: &str) {
+        let _g = self.publish_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = (**self.models.load()).clone();
+        map.remove(name);
         self.models.store(Arc::new(map));
     }
 
-    fn load_entry(&self, name: &str, dir: &Path, previous: Option<&ModelEntry>) -> ModelEntry {
-        let mut entry = ModelEntry {
-            name: name.to_owned(),
-            ..Default::default()
-        };
+    /// Reconciles one model with its directory and registry record: applies `op.change`,
+    /// loads the versions that should serve (the version policy's choice plus every alias
+    /// target), persists the record, then publishes the new state in one atomic swap.
+    /// Versions no longer served are dropped from the map; each is freed once its last
+    /// in-flight request finishes. The caller holds the model's lock.
+    fn sync(&self, name: &str, dir: &Path, op: Sync<'_>) -> Result<Arc<ModelEntry>> {
+        let previous = self.models.load().get(name).cloned();
+        let unloaded = !op.reload && previous.as_ref().is_some_and(|p| p.unloaded);
+        let on_disk_meta = ModelMeta::load(dir)?;
+        let disk = version_dirs(dir);
+        let mut meta = on_disk_meta.clone();
+        (op.change)(&mut meta, &disk)?;
+        // Written back only when the operation changed the record: metadata derived for
+        // versions put in place by hand stays in memory, so a hand-made repository is not
+        // modified by merely serving it.
+        let dirty = meta != on_disk_meta;
+        if let Some(p) = &previous {
+            for v in &disk {
+                if let (false, Some(m)) = (meta.versions.contains_key(v), p.meta.versions.get(v)) {
+                    meta.versions.insert(*v, m.clone());
+                }
+            }
+        }
+
         let config = match read_config(dir) {
             Ok(c) => c,
             Err(e) => {
-                entry.error = Some(e.to_string());
                 // Keep serving what was loaded before the bad edit.
-                if let Some(p) = previous {
-                    entry.versions = p.versions.clone();
-                }
-                return entry;
+                let mut entry = previous.as_deref().cloned().unwrap_or_default();
+                entry.name = name.to_owned();
+                entry.error = Some(e.to_string());
+                self.publish(name, entry);
+                return Err(e);
             }
         };
-        let available = version_dirs(dir);
-        let selected = config.version_policy.select(&available);
-        if selected.is_empty() {
-            entry.error = Some(format!(
-                "no version to serve in {}: expected numbered version directories (1/, 2/, ...) \
-                 matching the version policy, each holding {}",
-                dir.display(),
-                config
-                    .default_model_filename
-                    .as_deref()
-                    .unwrap_or(DEFAULT_MODEL_FILENAME)
-            ));
-            return entry;
+        let servable: Vec<u64> = disk
+            .iter()
+            .copied()
+            .filter(|v| {
+                meta.versions
+                    .get(v)
+                    .is_none_or(|m| m.status == VersionStatus::Ready)
+            })
+            .collect();
+        let mut desired: Vec<u64> = config.version_policy.select(&servable);
+        for a in meta.aliases.values() {
+            if servable.contains(&a.version) && !desired.contains(&a.version) {
+                desired.push(a.version);
+            }
         }
-        for v in selected {
-            let state = match self.load_version(name, v, &dir.join(v.to_string()), &config) {
-                Ok(served) => {
-                    tracing::info!(
-                        model = name,
-                        version = v,
-                        max_batch_size = served.max_batch_size,
-                        instances = served.instances,
-                        intra_op_threads = served.intra_op_threads,
-                        load_ms = served.load_duration.as_millis() as u64,
-                        "model version ready"
-                    );
-                    VersionState::Ready(Arc::new(served))
-                }
-                Err(e) => {
-                    let reason = e.to_string();
-                    tracing::warn!(model = name, version = v, error = %reason, "model version failed to load");
-                    match previous.and_then(|p| p.versions.get(&v)) {
-                        Some(VersionState::Ready(old)) => VersionState::Ready(Arc::clone(old)),
-                        _ => VersionState::Unavailable(reason),
+        if unloaded {
+            desired.clear();
+        }
+        let alias_targets: Vec<u64> = meta.aliases.values().map(|a| a.version).collect();
+
+        let mut preloaded: HashMap<u64, ServedVersion> =
+            op.preloaded.into_iter().map(|v| (v.version, v)).collect();
+        let mut versions = BTreeMap::new();
+        for &v in &disk {
+            let old_ready = previous.as_ref().and_then(|p| match p.versions.get(&v) {
+                Some(VersionState::Ready(s)) => Some(Arc::clone(s)),
+                _ => None,
+            });
+            let state = match meta.versions.get(&v).map(|m| m.status) {
+                Some(VersionStatus::Pending) => VersionState::Loading,
+                Some(VersionStatus::Failed) => VersionState::Unavailable(format!(
+                    "FAILED validation: {}",
+                    meta.versions[&v].reason
+                )),
+                _ if !desired.contains(&v) => VersionState::Unavailable(if unloaded {
+                    "unloaded".into()
+                } else {
+                    "not served: no alias points at it and the version policy does not select it"
+                        .into()
+                }),
+                _ => match (old_ready, preloaded.remove(&v)) {
+                    (_, Some(fresh)) => VersionState::Ready(Arc::new(fresh)),
+                    (Some(old), None) if !op.reload => VersionState::Ready(old),
+                    (old, None) => {
+                        match self.load_version(name, v, &dir.join(v.to_string()), &config) {
+                            Ok(served) => {
+                                let m = meta.versions.entry(v).or_insert_with(|| {
+                                    hand_made_meta(&dir.join(v.to_string()), &served)
+                                });
+                                m.set_signature(&served.signature);
+                                VersionState::Ready(Arc::new(served))
+                            }
+                            Err(e) if op.strict && alias_targets.contains(&v) => return Err(e),
+                            Err(e) => {
+                                tracing::warn!(model = name, version = v, error = %e, "model version failed to load");
+                                match old {
+                                    Some(old) => VersionState::Ready(old),
+                                    None => VersionState::Unavailable(e.to_string()),
+                                }
+                            }
+                        }
                     }
-                }
+                },
             };
-            entry.versions.insert(v, state);
+            versions.insert(v, state);
         }
-        entry
+        if dirty {
+            meta.save(dir)?;
+        }
+        let error = (disk.is_empty() && meta.versions.is_empty()).then(|| {
+            format!(
+                "no version in {}: expected numbered version directories (1/, 2/, ...) each holding {}",
+                dir.display(),
+                config.default_model_filename.as_deref().unwrap_or(DEFAULT_MODEL_FILENAME)
+            )
+        });
+        Ok(self.publish(
+            name,
+            ModelEntry {
+                name: name.to_owned(),
+                meta,
+                versions,
+                error,
+                unloaded,
+            },
+        ))
     }
 
     fn load_version(
@@ -312,8 +468,15 @@ impl Repository {
         name: &str,
         version: u64,
         dir: &Path,
-        config: &ModelConfig,
+        model_config: &ModelConfig,
     ) -> Result<ServedVersion> {
+        // A version may carry its own config.toml (uploaded with it); it replaces the model's.
+        let own = read_config(dir)?;
+        let config = if dir.join("config.toml").is_file() {
+            &own
+        } else {
+            model_config
+        };
         let started = Instant::now();
         let file = dir.join(
             config
@@ -383,6 +546,15 @@ impl Repository {
         )?;
         let load_duration = started.elapsed();
         metrics.load_duration.set(load_duration.as_secs_f64());
+        tracing::info!(
+            model = name,
+            version,
+            max_batch_size,
+            instances,
+            intra_op_threads = intra,
+            load_ms = load_duration.as_millis() as u64,
+            "model version loaded"
+        );
         Ok(ServedVersion {
             model: name.to_owned(),
             version,
@@ -399,6 +571,307 @@ impl Repository {
         })
     }
 
+    /// Starts receiving an artifact for a new version of `name` (the model is created if new).
+    pub fn begin_upload(&self, name: &str, limit: u64) -> Result<Upload> {
+        let dir = self.model_dir(name)?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Io(format!("cannot create {}: {e}", dir.display())))?;
+        Upload::begin(&dir, limit)
+    }
+
+    /// Turns a complete upload into the next version of `name`, `PENDING` until its trial
+    /// load (in the background) makes it `READY` or `FAILED`. `config_toml`, if given, is
+    /// validated and stored with the version. Returns the new version's number.
+    pub fn add_version(
+        self: &Arc<Self>,
+        name: &str,
+        staged: Staged,
+        config_toml: Option<&str>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<u64> {
+        let dir = self.model_dir(name)?;
+        if let Some(c) = config_toml {
+            ModelConfig::parse(c, "the uploaded config.toml")?;
+        }
+        let lock = self.model_lock(name);
+        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let meta = ModelMeta::load(&dir)?;
+        let disk = version_dirs(&dir);
+        let version = [
+            meta.next_version,
+            disk.last().map_or(1, |v| v + 1),
+            meta.versions.keys().last().map_or(1, |v| v + 1),
+            1,
+        ]
+        .into_iter()
+        .max()
+        .expect("non-empty");
+        // Assemble the version in a hidden directory, then rename it into place: a version
+        // directory is always complete.
+        let io = |what: &str, e: std::io::Error| Error::Io(format!("{what}: {e}"));
+        let staging = dir.join(format!(".staging-{version}"));
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging)
+            .map_err(|e| io("cannot create the version directory", e))?;
+        std::fs::rename(&staged.path, staging.join(DEFAULT_MODEL_FILENAME))
+            .map_err(|e| io("cannot move the upload into place", e))?;
+        if let Some(c) = config_toml {
+            registry::write_atomic(&staging.join("config.toml"), c.as_bytes())?;
+        }
+        registry::sync_dir(&staging);
+        std::fs::rename(&staging, dir.join(version.to_string()))
+            .map_err(|e| io("cannot publish the version", e))?;
+        registry::sync_dir(&dir);
+
+        let vmeta = VersionMeta {
+            status: VersionStatus::Pending,
+            reason: String::new(),
+            created_ms: registry::now_ms(),
+            size: staged.size,
+            sha256: staged.sha256,
+            backend: "onnx".into(),
+            labels,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        };
+        self.sync(
+            name,
+            &dir,
+            Sync {
+                change: Box::new(move |m, _| {
+                    m.versions.insert(version, vmeta);
+                    m.next_version = version + 1;
+                    Ok(())
+                }),
+                ..Default::default()
+            },
+        )?;
+        drop(_g);
+
+        let repo = Arc::clone(self);
+        let name = name.to_owned();
+        std::thread::Builder::new()
+            .name(format!("validate-{name}-{version}"))
+            .spawn(move || repo.validate(&name, version))
+            .map_err(|e| Error::Io(format!("cannot start the validation thread: {e}")))?;
+        Ok(version)
+    }
+
+    /// Trial-loads (and warms up) an uploaded version, then records the verdict.
+    fn validate(&self, name: &str, version: u64) {
+        let Ok(dir) = self.model_dir(name) else {
+            return;
+        };
+        let config = read_config(&dir).unwrap_or_default();
+        let result = self.load_version(name, version, &dir.join(version.to_string()), &config);
+        let lock = self.model_lock(name);
+        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let outcome = match result {
+            Ok(served) => {
+                let sig = served.signature.clone();
+                tracing::info!(model = name, version, "uploaded version validated: READY");
+                self.sync(
+                    name,
+                    &dir,
+                    Sync {
+                        change: Box::new(move |m, _| {
+                            if let Some(v) = m.versions.get_mut(&version) {
+                                v.status = VersionStatus::Ready;
+                                v.set_signature(&sig);
+                            }
+                            Ok(())
+                        }),
+                        preloaded: vec![served],
+                        ..Default::default()
+                    },
+                )
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::warn!(model = name, version, error = %reason, "uploaded version failed validation");
+                self.sync(
+                    name,
+                    &dir,
+                    Sync {
+                        change: Box::new(move |m, _| {
+                            if let Some(v) = m.versions.get_mut(&version) {
+                                v.status = VersionStatus::Failed;
+                                v.reason = reason;
+                            }
+                            Ok(())
+                        }),
+                        ..Default::default()
+                    },
+                )
+            }
+        };
+        if let Err(e) = outcome {
+            tracing::error!(model = name, version, error = %e, "cannot record the validation outcome");
+        }
+    }
+
+    /// Points `alias` at `version`. The version must be READY; it is loaded first if
+    /// needed, then the alias moves in one atomic swap, so no request sees it half-done.
+    pub fn set_alias(&self, name: &str, alias: &str, version: u64) -> Result<Arc<ModelEntry>> {
+        registry::validate_alias(alias)?;
+        let dir = self.model_dir(name)?;
+        if !dir.is_dir() {
+            return Err(Error::ModelNotFound(name.to_owned()));
+        }
+        let lock = self.model_lock(name);
+        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (model, alias_name) = (name.to_owned(), alias.to_owned());
+        self.sync(
+            name,
+            &dir,
+            Sync {
+                change: Box::new(move |m, disk| {
+                    match m.versions.get(&version) {
+                        Some(v) if v.status != VersionStatus::Ready => {
+                            return Err(Error::Conflict(format!(
+                                "version {version} of model '{model}' is {}, not READY; an alias can only point at a READY version",
+                                v.status.as_str()
+                            )));
+                        }
+                        None if !disk.contains(&version) => {
+                            return Err(Error::VersionNotFound {
+                                model,
+                                version: version.to_string(),
+                            });
+                        }
+                        _ => {}
+                    }
+                    m.set_alias(&alias_name, version);
+                    Ok(())
+                }),
+                strict: true,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Removes an alias; requests that used it get 404 afterwards.
+    pub fn delete_alias(&self, name: &str, alias: &str) -> Result<Arc<ModelEntry>> {
+        let dir = self.model_dir(name)?;
+        if !dir.is_dir() {
+            return Err(Error::ModelNotFound(name.to_owned()));
+        }
+        let lock = self.model_lock(name);
+        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (model, alias_name) = (name.to_owned(), alias.to_owned());
+        self.sync(
+            name,
+            &dir,
+            Sync {
+                change: Box::new(move |m, _| {
+                    m.aliases
+                        .remove(&alias_name)
+                        .map(|_| ())
+                        .ok_or(Error::VersionNotFound {
+                            model,
+                            version: alias_name,
+                        })
+                }),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Moves `alias` back to the version it pointed at before its current one.
+    pub fn rollback_alias(&self, name: &str, alias: &str) -> Result<(u64, Arc<ModelEntry>)> {
+        let entry = self.model(name)?;
+        let a = entry
+            .meta
+            .aliases
+            .get(alias)
+            .ok_or_else(|| Error::VersionNotFound {
+                model: name.to_owned(),
+                version: alias.to_owned(),
+            })?;
+        let current = a.version;
+        let target = a
+            .history
+            .iter()
+            .rev()
+            .map(|h| h.version)
+            .find(|v| *v != current)
+            .ok_or_else(|| {
+                Error::Conflict(format!(
+                    "alias '{alias}' of model '{name}' has only ever pointed at version {current}: nothing to roll back to"
+                ))
+            })?;
+        Ok((target, self.set_alias(name, alias, target)?))
+    }
+
+    /// Deletes a version: refused while an alias points at it. Requests in flight on it
+    /// finish; its number is never reused.
+    pub fn delete_version(&self, name: &str, version: u64) -> Result<()> {
+        let dir = self.model_dir(name)?;
+        let lock = self.model_lock(name);
+        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let meta = ModelMeta::load(&dir)?;
+        let vdir = dir.join(version.to_string());
+        if !vdir.is_dir() {
+            return Err(Error::VersionNotFound {
+                model: name.to_owned(),
+                version: version.to_string(),
+            });
+        }
+        let aliases = meta.aliases_of(version);
+        if !aliases.is_empty() {
+            return Err(Error::Conflict(format!(
+                "version {version} of model '{name}' cannot be deleted while aliases point at it: {}; move them first",
+                aliases.join(", ")
+            )));
+        }
+        let trash = dir.join(format!(".deleted-{version}-{}", registry::now_ms()));
+        std::fs::rename(&vdir, &trash)
+            .map_err(|e| Error::Io(format!("cannot delete {}: {e}", vdir.display())))?;
+        registry::sync_dir(&dir);
+        self.sync(
+            name,
+            &dir,
+            Sync {
+                change: Box::new(move |m, _| {
+                    m.versions.remove(&version);
+                    m.next_version = m.next_version.max(version + 1);
+                    Ok(())
+                }),
+                ..Default::default()
+            },
+        )?;
+        let _ = std::fs::remove_dir_all(&trash);
+        Ok(())
+    }
+
+    /// Deletes a model: refused while it has aliases.
+    pub fn delete_model(&self, name: &str) -> Result<()> {
+        let dir = self.model_dir(name)?;
+        let lock = self.model_lock(name);
+        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        if !dir.is_dir() {
+            return Err(Error::ModelNotFound(name.to_owned()));
+        }
+        let meta = ModelMeta::load(&dir)?;
+        if !meta.aliases.is_empty() {
+            let names: Vec<&str> = meta.aliases.keys().map(String::as_str).collect();
+            return Err(Error::Conflict(format!(
+                "model '{name}' cannot be deleted while it has aliases: {}; delete them first",
+                names.join(", ")
+            )));
+        }
+        let trash = self
+            .opts
+            .root
+            .join(format!(".deleted-{name}-{}", registry::now_ms()));
+        std::fs::rename(&dir, &trash)
+            .map_err(|e| Error::Io(format!("cannot delete {}: {e}", dir.display())))?;
+        registry::sync_dir(&self.opts.root);
+        self.unpublish(name);
+        let _ = std::fs::remove_dir_all(&trash);
+        Ok(())
+    }
+
     /// The model entry, whatever its state.
     pub fn model(&self, name: &str) -> Result<Arc<ModelEntry>> {
         self.models
@@ -408,7 +881,39 @@ impl Repository {
             .ok_or_else(|| Error::ModelNotFound(name.to_owned()))
     }
 
-    /// The version a request should run on: `version` if given, else the highest ready one.
+    pub fn models(&self) -> Vec<Arc<ModelEntry>> {
+        self.models.load().values().cloned().collect()
+    }
+
+    /// One version's registry record and serving state.
+    pub fn version_info(&self, name: &str, version: u64) -> Result<VersionInfo> {
+        let entry = self.model(name)?;
+        let state = entry.versions.get(&version).cloned();
+        let meta = entry.meta.versions.get(&version).cloned();
+        if state.is_none() && meta.is_none() {
+            return Err(Error::VersionNotFound {
+                model: name.to_owned(),
+                version: version.to_string(),
+            });
+        }
+        let state = state.unwrap_or(VersionState::Unavailable("deleted".into()));
+        Ok(VersionInfo {
+            model: name.to_owned(),
+            version,
+            meta,
+            state: state.name(),
+            reason: state.reason().to_owned(),
+            aliases: entry
+                .meta
+                .aliases_of(version)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        })
+    }
+
+    /// The version a request should run on: `version` (a number or an alias) if given,
+    /// else the `production` alias if set, else the newest ready version.
     pub fn get(&self, name: &str, version: Option<&str>) -> Result<Arc<ServedVersion>> {
         let entry = self.model(name)?;
         let not_ready = |version: String, reason: &str| Error::NotReady {
@@ -416,32 +921,45 @@ impl Repository {
             version,
             reason: reason.to_owned(),
         };
-        match version.filter(|v| !v.is_empty()) {
-            None => entry.ready().next().cloned().ok_or_else(|| {
-                let reason = entry
-                    .error
-                    .clone()
-                    .or_else(|| {
-                        entry
-                            .versions
-                            .values()
-                            .last()
-                            .map(|s| s.reason().to_owned())
-                    })
-                    .unwrap_or_else(|| "no version is loaded".into());
-                not_ready("(latest)".into(), &reason)
-            }),
-            Some(v) => {
-                let parsed = v.parse::<u64>().ok().filter(|n| *n > 0);
-                match parsed.and_then(|n| entry.versions.get(&n)) {
-                    Some(VersionState::Ready(s)) => Ok(Arc::clone(s)),
-                    Some(VersionState::Unavailable(reason)) => Err(not_ready(v.to_owned(), reason)),
-                    None => Err(Error::VersionNotFound {
-                        model: name.to_owned(),
-                        version: v.to_owned(),
-                    }),
+        let (number, label) = match version.filter(|v| !v.is_empty()) {
+            None => match entry.default_version() {
+                Some(n) => (n, n.to_string()),
+                None => {
+                    let reason = entry
+                        .error
+                        .clone()
+                        .or_else(|| {
+                            entry
+                                .versions
+                                .values()
+                                .last()
+                                .map(|s| s.reason().to_owned())
+                        })
+                        .unwrap_or_else(|| "no version is loaded".into());
+                    return Err(not_ready("(default)".into(), &reason));
                 }
-            }
+            },
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) => (n, v.to_owned()),
+                Err(_) => match entry.meta.aliases.get(v) {
+                    Some(a) => (a.version, format!("{v} (version {})", a.version)),
+                    None => {
+                        return Err(Error::VersionNotFound {
+                            model: name.to_owned(),
+                            version: v.to_owned(),
+                        });
+                    }
+                },
+            },
+        };
+        match entry.versions.get(&number) {
+            Some(VersionState::Ready(s)) => Ok(Arc::clone(s)),
+            Some(VersionState::Loading) => Err(not_ready(label, "its trial load is still running")),
+            Some(VersionState::Unavailable(reason)) => Err(not_ready(label, reason)),
+            None => Err(Error::VersionNotFound {
+                model: name.to_owned(),
+                version: label,
+            }),
         }
     }
 
@@ -476,6 +994,34 @@ impl Repository {
             .values()
             .flat_map(|e| e.ready().cloned().collect::<Vec<_>>())
             .collect()
+    }
+}
+
+/// Registry metadata for a version that was put in the repository by hand.
+fn hand_made_meta(dir: &Path, served: &ServedVersion) -> VersionMeta {
+    let file = dir.join(
+        served
+            .config
+            .default_model_filename
+            .as_deref()
+            .unwrap_or(DEFAULT_MODEL_FILENAME),
+    );
+    let (sha256, size) = registry::sha256_file(&file).unwrap_or_default();
+    let created_ms = std::fs::metadata(&file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64);
+    VersionMeta {
+        status: VersionStatus::Ready,
+        reason: String::new(),
+        created_ms,
+        size,
+        sha256,
+        backend: "onnx".into(),
+        labels: BTreeMap::new(),
+        inputs: Vec::new(),
+        outputs: Vec::new(),
     }
 }
 

@@ -10,6 +10,7 @@
 //! grpc_port = 8001
 //! metrics_port = 8002
 //! max_request_bytes = 67108864       # larger bodies get 413 / RESOURCE_EXHAUSTED
+//! max_upload_bytes = 4294967296      # largest model artifact accepted by the registry
 //! onnxruntime_lib = "/opt/onnxruntime/lib/libonnxruntime.so.1.31.1"
 //! drain_timeout_secs = 30            # on SIGTERM, how long in-flight requests may take
 //! ```
@@ -48,6 +49,9 @@ pub struct ServeArgs {
     /// Largest request body or gRPC message accepted, in bytes. Default: 64 MiB.
     #[arg(long, env = "INFERD_MAX_REQUEST_BYTES")]
     pub max_request_bytes: Option<usize>,
+    /// Largest model artifact an upload may carry, in bytes. Default: 4 GiB.
+    #[arg(long, env = "INFERD_MAX_UPLOAD_BYTES")]
+    pub max_upload_bytes: Option<u64>,
     /// Path of libonnxruntime.so. Default: ORT_DYLIB_PATH, then ~/.cache/inferd's venv.
     #[arg(long, env = "INFERD_ONNXRUNTIME_LIB")]
     pub onnxruntime_lib: Option<PathBuf>,
@@ -67,6 +71,7 @@ struct FileConfig {
     grpc_port: Option<u16>,
     metrics_port: Option<u16>,
     max_request_bytes: Option<usize>,
+    max_upload_bytes: Option<u64>,
     onnxruntime_lib: Option<PathBuf>,
     drain_timeout_secs: Option<u64>,
 }
@@ -82,11 +87,13 @@ pub struct Config {
     pub grpc_port: u16,
     pub metrics_port: u16,
     pub max_request_bytes: usize,
+    pub max_upload_bytes: u64,
     pub onnxruntime_lib: Option<PathBuf>,
     pub drain_timeout_secs: u64,
 }
 
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 impl Config {
     /// Layers defaults < config file < environment/flags (clap already merged those two).
@@ -127,6 +134,10 @@ impl Config {
                 .max_request_bytes
                 .or(file.max_request_bytes)
                 .unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
+            max_upload_bytes: args
+                .max_upload_bytes
+                .or(file.max_upload_bytes)
+                .unwrap_or(DEFAULT_MAX_UPLOAD_BYTES),
             onnxruntime_lib: args.onnxruntime_lib.or(file.onnxruntime_lib),
             drain_timeout_secs: args
                 .drain_timeout_secs

@@ -39,9 +39,11 @@ impl ApiError {
                 ModelError::NotReady { .. } | ModelError::ShuttingDown(_) => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
-                ModelError::Execution { .. } | ModelError::Runtime(_) => {
+                ModelError::Execution { .. } | ModelError::Runtime(_) | ModelError::Io(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
+                ModelError::Conflict(_) => StatusCode::CONFLICT,
+                ModelError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             },
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -65,7 +67,11 @@ impl ApiError {
                 ModelError::NotReady { .. } | ModelError::ShuttingDown(_) => {
                     tonic::Code::Unavailable
                 }
-                ModelError::Execution { .. } | ModelError::Runtime(_) => tonic::Code::Internal,
+                ModelError::Execution { .. } | ModelError::Runtime(_) | ModelError::Io(_) => {
+                    tonic::Code::Internal
+                }
+                ModelError::Conflict(_) => tonic::Code::FailedPrecondition,
+                ModelError::TooLarge { .. } => tonic::Code::ResourceExhausted,
             },
             ApiError::BadRequest(_) => tonic::Code::InvalidArgument,
             ApiError::PayloadTooLarge { .. } => tonic::Code::ResourceExhausted,

@@ -108,6 +108,7 @@ pub async fn serve(
         Arc::clone(&repo),
         registry,
         cfg.max_request_bytes,
+        cfg.max_upload_bytes,
     ));
 
     let http_l = bind(&cfg, cfg.http_port, "http").await?;

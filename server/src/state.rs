@@ -9,6 +9,7 @@ pub struct AppState {
     pub repo: Arc<Repository>,
     pub registry: prometheus::Registry,
     pub max_request_bytes: usize,
+    pub max_upload_bytes: u64,
     /// Initial model loading is done.
     loaded: AtomicBool,
     /// SIGTERM received: refuse new work, finish what is in flight.
@@ -33,11 +34,13 @@ impl AppState {
         repo: Arc<Repository>,
         registry: prometheus::Registry,
         max_request_bytes: usize,
+        max_upload_bytes: u64,
     ) -> Self {
         AppState {
             repo,
             registry,
             max_request_bytes,
+            max_upload_bytes,
             loaded: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         }

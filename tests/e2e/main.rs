@@ -8,4 +8,5 @@ mod batching;
 mod common;
 mod grpc;
 mod overload;
+mod registry;
 mod shutdown;

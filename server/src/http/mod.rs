@@ -1,7 +1,9 @@
 //! The REST transport (axum): KServe V2 routes under `/v2` ([`v2`]), their tensor codec
-//! ([`codec`]), and the Prometheus endpoint served on the metrics port ([`metrics_router`]).
+//! ([`codec`]), model management under `/api/models` ([`models`]), and the Prometheus
+//! endpoint served on the metrics port ([`metrics_router`]).
 
 pub mod codec;
+pub mod models;
 pub mod v2;
 
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{Method, Uri, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -43,6 +45,24 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v2/repository/models/{m}/unload",
             post(v2::repository_unload),
+        )
+        .route("/api/models", get(models::list))
+        .route(
+            "/api/models/{name}",
+            get(models::get_model).delete(models::delete_model),
+        )
+        .route("/api/models/{name}/versions", post(models::upload))
+        .route(
+            "/api/models/{name}/versions/{v}",
+            get(models::get_version).delete(models::delete_version),
+        )
+        .route(
+            "/api/models/{name}/aliases/{alias}",
+            put(models::put_alias).delete(models::delete_alias),
+        )
+        .route(
+            "/api/models/{name}/aliases/{alias}/rollback",
+            post(models::rollback_alias),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
