@@ -269,13 +269,11 @@ impl Upload {
             .sync_all()
             .map_err(|e| Error::Io(format!("cannot write the upload: {e}")))?;
         let sha256 = hex(&std::mem::take(&mut self.hasher).finalize());
-        if let Some(want) = expected {
-            if !want.eq_ignore_ascii_case(&sha256) {
-                return Err(Error::InvalidInput(format!(
-                    "SHA-256 mismatch: the client expected {want}, the server received {sha256} ({} bytes); the upload was discarded",
-                    self.size
-                )));
-            }
+        if let Some(want) = expected.filter(|w| !w.eq_ignore_ascii_case(&sha256)) {
+            return Err(Error::InvalidInput(format!(
+                "SHA-256 mismatch: the client expected {want}, the server received {sha256} ({} bytes); the upload was discarded",
+                self.size
+            )));
         }
         self.done = true;
         Ok(Staged {

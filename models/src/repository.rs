@@ -189,10 +189,13 @@ pub struct Repository {
     model_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
+/// A change to a model's registry record, given the version directories on disk.
+type MetaChange<'a> = Box<dyn FnOnce(&mut ModelMeta, &[u64]) -> Result<()> + 'a>;
+
 /// What a [`Repository::sync`] may do besides reconciling.
 struct Sync<'a> {
     /// Changes the registry record; an error aborts the operation before anything changes.
-    change: Box<dyn FnOnce(&mut ModelMeta, &[u64]) -> Result<()> + 'a>,
+    change: MetaChange<'a>,
     /// Versions already loaded by the caller (a trial load), to serve instead of reloading.
     preloaded: Vec<ServedVersion>,
     /// Fail (and change nothing) if a version an alias points at cannot be loaded.
