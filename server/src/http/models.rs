@@ -231,12 +231,14 @@ fn upload_options(
             }
         }
     }
-    if let Some(d) = &o.sha256 {
-        if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ApiError::BadRequest(format!(
-                "sha256 '{d}' must be 64 hex digits"
-            )));
-        }
+    if let Some(d) = o
+        .sha256
+        .as_ref()
+        .filter(|d| d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "sha256 '{d}' must be 64 hex digits"
+        )));
     }
     Ok(o)
 }
