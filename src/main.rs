@@ -1,4 +1,7 @@
-//! `inferd`: the command line. A thin shell over the `server` crate.
+//! `inferd`: the command line. A thin shell over the `server` crate (`serve`) and a client of
+//! its model-management API (`models ...`, in `cli`).
+
+mod cli;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -18,6 +21,8 @@ struct Cli {
 enum Command {
     /// Serve the models of a repository over REST (8000), gRPC (8001) and /metrics (8002).
     Serve(server::config::ServeArgs),
+    /// Manage models on a running server: push, list, show, alias, rollback, delete.
+    Models(cli::ModelsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +40,11 @@ fn main() -> std::process::ExitCode {
                 .build()?
                 .block_on(server::serve(cfg, server::shutdown_signal()))
         }),
+        Command::Models(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(cli::run(args))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

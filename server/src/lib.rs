@@ -11,6 +11,7 @@
 //!   (`http::codec`), and `/metrics` on the metrics port.
 //! - [`grpc`]: `inference.GRPCInferenceService` on tonic (`grpc::convert` for tensors).
 //! - [`triton`]: Triton's model-config and statistics views, for both transports.
+//! - [`uploads`]: one model upload (stream, digest, version, validation), for both transports.
 //! - [`error`]: [`error::ApiError`] and its one mapping to HTTP statuses and gRPC codes.
 //! - [`proto`]: code generated from `proto/*.proto`.
 //!
@@ -24,6 +25,7 @@ pub mod infer;
 pub mod proto;
 pub mod state;
 pub mod triton;
+pub mod uploads;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -139,6 +141,7 @@ pub async fn serve(
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(grpc::InferenceService::server(Arc::clone(&state)))
+            .add_service(grpc::registry::RegistryService::server(Arc::clone(&state)))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(grpc_l),
                 stopped(stop_rx.clone()),

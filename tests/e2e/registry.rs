@@ -483,3 +483,165 @@ async fn restart_restores_versions_and_aliases_even_after_kill_during_an_upload(
     let (status, v) = upload(&srv, "mlp", artifact("mlp"), "").await;
     assert_eq!((status, v["version"].as_u64()), (201, Some(3)), "{v}");
 }
+
+fn cli(srv: &Server, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_inferd"))
+        .arg("models")
+        .args(["--server", &srv.url("")])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_and_grpc_drive_the_same_registry() {
+    use server::proto::inferd::model_registry_client::ModelRegistryClient;
+    use server::proto::inferd::{
+        GetModelRequest, SetAliasRequest, UploadHeader, UploadVersionRequest,
+        upload_version_request::Part,
+    };
+
+    let repo = tempfile::tempdir().unwrap();
+    let srv = Server::start(repo.path(), &[]).await;
+    let models = common::fixtures().join("models");
+    let v1 = models.join("mlp/1/model.onnx");
+    let v2 = models.join("mlp_v2/1/model.onnx");
+
+    let (ok, out, err) = cli(
+        &srv,
+        &[
+            "push",
+            v1.to_str().unwrap(),
+            "--name",
+            "mlp",
+            "--alias",
+            "production",
+            "--label",
+            "team=search",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("mlp version 1: READY"), "{out}");
+    assert!(out.contains("mlp: production -> version 1"), "{out}");
+
+    // A version uploaded with its own config.toml (multipart) serves with it.
+    let cfg = repo.path().join("v2-config.toml");
+    std::fs::write(&cfg, "max_batch_size = 4\n").unwrap();
+    let (ok, out, err) = cli(
+        &srv,
+        &[
+            "push",
+            v2.to_str().unwrap(),
+            "--name",
+            "mlp",
+            "--alias",
+            "production",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("mlp: production -> version 2"), "{out}");
+    let (_, c) = get(&srv, "/v2/models/mlp/config").await;
+    assert_eq!(c["max_batch_size"], 4);
+    // v1 is neither aliased nor the latest any more: unloaded.
+    let (_, v) = get(&srv, "/api/models/mlp/versions/1").await;
+    assert_eq!(v["state"], "UNAVAILABLE", "{v}");
+    assert!(
+        v["state_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("not served"),
+        "{v}"
+    );
+    assert_eq!(get(&srv, "/v2/models/mlp/versions/1/config").await.0, 503);
+
+    let (ok, out, err) = cli(&srv, &["rollback", "mlp", "production"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("production -> version 1"), "{out}");
+    let (_, c) = get(&srv, "/v2/models/mlp/versions/1/config").await;
+    assert_eq!(c["max_batch_size"], 64);
+    let (ok, _, err) = cli(&srv, &["delete", "mlp", "1"]);
+    assert!(!ok);
+    assert!(
+        err.contains("409") && err.contains("aliases point at it: production"),
+        "{err}"
+    );
+    let (ok, out, _) = cli(&srv, &["show", "mlp"]);
+    assert!(ok);
+    assert!(
+        out.contains("alias production -> v1 (history: 1 -> 2 -> 1)"),
+        "{out}"
+    );
+
+    // gRPC: a streamed upload, digest checked.
+    let bytes = artifact("mlp");
+    let upload = |digest: String| {
+        let mut msgs = vec![UploadVersionRequest {
+            part: Some(Part::Header(UploadHeader {
+                name: "mlp".into(),
+                expected_sha256: digest,
+                wait: true,
+                ..Default::default()
+            })),
+        }];
+        msgs.extend(bytes.chunks(10_000).map(|c| UploadVersionRequest {
+            part: Some(Part::Chunk(c.to_vec())),
+        }));
+        futures::stream::iter(msgs)
+    };
+    let mut client = ModelRegistryClient::connect(srv.grpc_url()).await.unwrap();
+    let e = client
+        .upload_version(upload("ab".repeat(32)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("SHA-256 mismatch"), "{}", e.message());
+    let v = client
+        .upload_version(upload(sha256(&bytes)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (v.version, v.status.as_str(), v.sha256.as_str()),
+        (3, "READY", sha256(&bytes).as_str())
+    );
+    let m = client
+        .set_alias(SetAliasRequest {
+            name: "mlp".into(),
+            alias: "staging".into(),
+            version: 3,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(m.default_version, Some(1));
+    let m = client
+        .get_model(GetModelRequest { name: "mlp".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let aliases: Vec<(String, u64)> = m
+        .aliases
+        .iter()
+        .map(|a| (a.name.clone(), a.version))
+        .collect();
+    assert_eq!(
+        aliases,
+        vec![("production".into(), 1), ("staging".into(), 3)]
+    );
+    let e = client
+        .set_alias(SetAliasRequest {
+            name: "mlp".into(),
+            alias: "x".into(),
+            version: 9,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+}

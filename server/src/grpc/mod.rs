@@ -1,7 +1,9 @@
 //! The gRPC transport (tonic): `inference.GRPCInferenceService`, wire-compatible with
-//! Triton's, so tritonclient and perf_analyzer work unchanged.
+//! Triton's, so tritonclient and perf_analyzer work unchanged ([`InferenceService`]), and
+//! inferd's own services from `proto/inferd.proto` ([`registry`]).
 
 pub mod convert;
+pub mod registry;
 
 use std::pin::Pin;
 use std::sync::Arc;

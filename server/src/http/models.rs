@@ -10,22 +10,20 @@
 //! | PUT, DELETE | `/api/models/{name}/aliases/{alias}` | `{"version": N}` moves the alias (atomically); delete removes it |
 //! | POST | `/api/models/{name}/aliases/{alias}/rollback` | moves the alias back to its previous version |
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
-use futures::StreamExt;
-use models::registry::{ModelMeta, Upload};
+use models::registry::{ModelMeta, VersionStatus};
 use models::repository::{ModelEntry, Repository, VersionInfo};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::uploads::{self, UploadOptions, blocking};
 
 type AppStateRef = State<Arc<AppState>>;
 
@@ -93,16 +91,6 @@ fn model_json(repo: &Repository, entry: &ModelEntry) -> Value {
         out["error"] = json!(e);
     }
     out
-}
-
-/// Runs blocking repository work off the async runtime.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> models::Result<T> + Send + 'static,
-) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("the operation was interrupted: {e}")))?
-        .map_err(ApiError::from)
 }
 
 fn parse_version(model: &str, v: &str) -> ApiResult<u64> {
@@ -191,28 +179,20 @@ pub async fn rollback_alias(
     Ok(Json(model_json(&s.repo, &entry)))
 }
 
-/// Options of an upload, from the query string.
-struct UploadOptions {
-    sha256: Option<String>,
-    labels: BTreeMap<String, String>,
-    wait: bool,
-}
-
 fn upload_options(
     query: Vec<(String, String)>,
     headers: &axum::http::HeaderMap,
 ) -> ApiResult<UploadOptions> {
     let mut o = UploadOptions {
-        sha256: headers
+        expected_sha256: headers
             .get("x-inferd-sha256")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
-        labels: BTreeMap::new(),
-        wait: false,
+        ..Default::default()
     };
     for (k, v) in query {
         match k.as_str() {
-            "sha256" => o.sha256 = Some(v),
+            "sha256" => o.expected_sha256 = Some(v),
             "wait" => {
                 o.wait = v
                     .parse()
@@ -231,31 +211,10 @@ fn upload_options(
             }
         }
     }
-    if let Some(d) = o
-        .sha256
-        .as_ref()
-        .filter(|d| d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()))
-    {
-        return Err(ApiError::BadRequest(format!(
-            "sha256 '{d}' must be 64 hex digits"
-        )));
+    if let Some(d) = &o.expected_sha256 {
+        uploads::check_digest(d)?;
     }
     Ok(o)
-}
-
-/// Streams chunks into the upload file; file writes leave the async workers via
-/// `block_in_place`.
-async fn stream_into<S, E>(upload: &mut Upload, mut chunks: S) -> ApiResult<()>
-where
-    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    while let Some(chunk) = chunks.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::BadRequest(format!("the upload was interrupted: {e}")))?;
-        tokio::task::block_in_place(|| upload.write(&chunk))?;
-    }
-    Ok(())
 }
 
 pub async fn upload(
@@ -264,19 +223,13 @@ pub async fn upload(
     Query(query): Query<Vec<(String, String)>>,
     req: Request,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let opts = upload_options(query, req.headers())?;
+    let mut opts = upload_options(query, req.headers())?;
     let multipart = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("multipart/form-data"));
-    let limit = s.max_upload_bytes;
-    let mut upload = {
-        let repo = Arc::clone(&s.repo);
-        let name = name.clone();
-        blocking(move || repo.begin_upload(&name, limit)).await?
-    };
-    let mut config: Option<String> = None;
+    let mut upload = uploads::begin(&s, &name).await?;
     if multipart {
         let mut form = Multipart::from_request(req, &())
             .await
@@ -289,7 +242,7 @@ pub async fn upload(
         {
             match field.name() {
                 Some("model") | Some("file") => {
-                    stream_into(&mut upload, field).await?;
+                    uploads::write_all(&mut upload, field).await?;
                     got_model = true;
                 }
                 Some("config") | Some("config.toml") => {
@@ -297,7 +250,7 @@ pub async fn upload(
                         .text()
                         .await
                         .map_err(|e| ApiError::BadRequest(format!("config part: {e}")))?;
-                    config = Some(text);
+                    opts.config_toml = Some(text);
                 }
                 other => {
                     return Err(ApiError::BadRequest(format!(
@@ -312,31 +265,16 @@ pub async fn upload(
             ));
         }
     } else {
-        stream_into(&mut upload, req.into_body().into_data_stream()).await?;
+        uploads::write_all(&mut upload, req.into_body().into_data_stream()).await?;
     }
-    let staged = tokio::task::block_in_place(|| upload.finish(opts.sha256.as_deref()))?;
-    let repo = Arc::clone(&s.repo);
-    let version = {
-        let name = name.clone();
-        blocking(move || repo.add_version(&name, staged, config.as_deref(), opts.labels)).await?
-    };
-    let mut info = s.repo.version_info(&name, version)?;
-    if opts.wait {
-        while info
-            .meta
-            .as_ref()
-            .is_some_and(|m| m.status == models::registry::VersionStatus::Pending)
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            info = s.repo.version_info(&name, version)?;
-        }
-    }
+    let info = uploads::complete(&s, &name, upload, opts).await?;
     let mut body = version_json(&info);
     let status = match info.meta.as_ref().map(|m| m.status) {
-        Some(models::registry::VersionStatus::Ready) => StatusCode::CREATED,
-        Some(models::registry::VersionStatus::Failed) => {
+        Some(VersionStatus::Ready) => StatusCode::CREATED,
+        Some(VersionStatus::Failed) => {
             body["error"] = json!(format!(
-                "version {version} of model '{name}' failed validation: {}",
+                "version {} of model '{name}' failed validation: {}",
+                info.version,
                 info.meta.as_ref().map_or("", |m| m.reason.as_str())
             ));
             StatusCode::UNPROCESSABLE_ENTITY
