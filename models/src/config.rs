@@ -24,6 +24,12 @@
 //! [onnx]
 //! intra_op_threads = 0             # 0 = cores / instances
 //! inter_op_threads = 1
+//!
+//! [candle]                         # sentence encoders (backend = "candle")
+//! max_batch_tokens = 16384         # token budget of one batch (requests are batched by it)
+//! max_seq_len = 256                # default: sentence_bert_config.json's max_seq_length
+//! truncate = true                  # false: over-long texts are refused (400)
+//! max_client_batch_size = 256      # texts per request
 //! ```
 
 use serde::Deserialize;
@@ -45,6 +51,8 @@ pub struct ModelConfig {
     pub instance_group: InstanceGroup,
     #[serde(default)]
     pub onnx: OnnxConfig,
+    #[serde(default)]
+    pub candle: CandleConfig,
 }
 
 /// Which of a model's versions are served.
@@ -133,6 +141,28 @@ impl Default for OnnxConfig {
     }
 }
 
+/// Settings of the candle backend (sentence encoders).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CandleConfig {
+    pub max_batch_tokens: usize,
+    /// `None`: the model's own (`sentence_bert_config.json`, else its position embeddings).
+    pub max_seq_len: Option<usize>,
+    pub truncate: bool,
+    pub max_client_batch_size: usize,
+}
+
+impl Default for CandleConfig {
+    fn default() -> Self {
+        CandleConfig {
+            max_batch_tokens: 16384,
+            max_seq_len: None,
+            truncate: true,
+            max_client_batch_size: 256,
+        }
+    }
+}
+
 impl ModelConfig {
     /// Parses and validates a `config.toml`. `origin` names the file in error messages.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
@@ -144,8 +174,23 @@ impl ModelConfig {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
-        if let Some(b) = self.backend.as_ref().filter(|b| *b != "onnx") {
-            return Err(format!("backend '{b}' is not supported (supported: onnx)"));
+        if let Some(b) = self
+            .backend
+            .as_ref()
+            .filter(|b| *b != "onnx" && *b != "candle")
+        {
+            return Err(format!(
+                "backend '{b}' is not supported (supported: onnx, candle)"
+            ));
+        }
+        if self.candle.max_batch_tokens == 0 || self.candle.max_client_batch_size == 0 {
+            return Err(
+                "candle.max_batch_tokens and candle.max_client_batch_size must be at least 1"
+                    .into(),
+            );
+        }
+        if self.candle.max_seq_len == Some(0) {
+            return Err("candle.max_seq_len must be at least 1".into());
         }
         let db = &self.dynamic_batching;
         if db.max_queue_size == 0 {

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+use crate::backends::candle::{self, SentenceEncoder, TextPrep, TokenCount};
 use crate::backends::onnx::{OnnxModel, OnnxOptions};
 use crate::batcher::{BatchSettings, Batcher, Job, JobReceiver};
 use crate::config::ModelConfig;
@@ -61,17 +62,33 @@ pub struct ServedVersion {
     pub load_duration: Duration,
     pub stats: Arc<ModelStats>,
     pub metrics: VersionMetrics,
+    pub backend: Backend,
+    /// Tokenization, for text models (token budgets, usage, truncation).
+    pub text: Option<Arc<TextPrep>>,
     batcher: Batcher,
+}
+
+/// Which backend runs a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Onnx,
+    Candle,
 }
 
 impl ServedVersion {
     /// Triton's platform name for the backend.
     pub fn platform(&self) -> &'static str {
-        "onnxruntime_onnx"
+        match self.backend {
+            Backend::Onnx => "onnxruntime_onnx",
+            Backend::Candle => "candle_safetensors",
+        }
     }
 
     pub fn backend(&self) -> &'static str {
-        "onnxruntime"
+        match self.backend {
+            Backend::Onnx => "onnxruntime",
+            Backend::Candle => "candle",
+        }
     }
 
     pub fn batch_settings(&self) -> &BatchSettings {
@@ -89,15 +106,47 @@ impl ServedVersion {
         priority: Option<u32>,
         timeout: Option<Duration>,
     ) -> Result<JobReceiver> {
-        let checked = self.signature.check_inputs(inputs, self.max_batch_size);
-        let (inputs, rows) = checked.inspect_err(|_| {
+        self.submit_counted(inputs, priority, timeout, None)
+    }
+
+    /// Token counts of a text model's request (`None` for other models), checking the texts.
+    pub fn count_tokens(&self, inputs: &[Tensor]) -> Option<Result<Vec<TokenCount>>> {
+        let prep = self.text.as_ref()?;
+        Some(match inputs.first().map(Tensor::data) {
+            Some(TensorData::Bytes(items)) => prep.count(candle::INPUT, items),
+            _ => Err(Error::InvalidInput(
+                "a text model takes one BYTES input".into(),
+            )),
+        })
+    }
+
+    /// [`ServedVersion::submit`] with token counts the caller already has.
+    pub fn submit_counted(
+        &self,
+        inputs: Vec<(String, Tensor)>,
+        priority: Option<u32>,
+        timeout: Option<Duration>,
+        counts: Option<&[TokenCount]>,
+    ) -> Result<JobReceiver> {
+        let invalid = |e: Error| {
             self.metrics.failure(FailureReason::Invalid).inc();
-        })?;
+            e
+        };
+        let (inputs, rows) = self
+            .signature
+            .check_inputs(inputs, self.max_batch_size)
+            .map_err(invalid)?;
+        let cost = match (counts, self.count_tokens(&inputs)) {
+            (Some(c), _) => c.iter().map(|c| c.tokens).sum(),
+            (None, Some(counted)) => counted.map_err(invalid)?.iter().map(|c| c.tokens).sum(),
+            (None, None) => rows,
+        };
         self.batcher.submit(Job {
             inputs,
             rows,
             priority,
             timeout,
+            cost,
         })
     }
 }
@@ -481,36 +530,64 @@ impl Repository {
             model_config
         };
         let started = Instant::now();
-        let file = dir.join(
-            config
-                .default_model_filename
-                .as_deref()
-                .unwrap_or(DEFAULT_MODEL_FILENAME),
-        );
-        if !file.is_file() {
-            return Err(Error::Load {
-                model: name.to_owned(),
-                message: format!(
-                    "{} not found (put the ONNX file there, or set default_model_filename in config.toml)",
-                    file.display()
-                ),
-            });
-        }
         let instances = config.instance_group.count;
         let intra = match config.onnx.intra_op_threads {
             0 => (self.opts.cores / instances).max(1),
             n => n,
         };
-        let opts = OnnxOptions {
-            intra_op_threads: intra,
-            inter_op_threads: config.onnx.inter_op_threads.max(1),
+        let backend = match config.backend.as_deref() {
+            Some("candle") => Backend::Candle,
+            Some(_) => Backend::Onnx,
+            None if candle::detect(dir) => Backend::Candle,
+            None => Backend::Onnx,
         };
-        let mut models = Vec::with_capacity(instances);
-        for _ in 0..instances {
-            models.push(OnnxModel::load(name, &file, &opts)?);
-        }
-        let signature = models[0].signature().clone();
-        let max_batch_size = resolve_max_batch_size(name, config, &signature)?;
+        let (mut models, signature, text): (Vec<Box<dyn Model>>, Signature, Option<Arc<TextPrep>>) =
+            match backend {
+                Backend::Candle => {
+                    let encoders = SentenceEncoder::load(name, dir, &config.candle, instances)?;
+                    let (sig, prep) = (encoders[0].signature().clone(), encoders[0].text_prep());
+                    let boxed = encoders
+                        .into_iter()
+                        .map(|m| Box::new(m) as Box<dyn Model>)
+                        .collect();
+                    (boxed, sig, Some(prep))
+                }
+                Backend::Onnx => {
+                    let file = dir.join(
+                        config
+                            .default_model_filename
+                            .as_deref()
+                            .unwrap_or(DEFAULT_MODEL_FILENAME),
+                    );
+                    if !file.is_file() {
+                        return Err(Error::Load {
+                            model: name.to_owned(),
+                            message: format!(
+                                "{} not found (put the ONNX file there, or set default_model_filename in config.toml; \
+                             a sentence encoder needs model.safetensors, config.json and tokenizer.json)",
+                                file.display()
+                            ),
+                        });
+                    }
+                    let opts = OnnxOptions {
+                        intra_op_threads: intra,
+                        inter_op_threads: config.onnx.inter_op_threads.max(1),
+                    };
+                    let mut boxed: Vec<Box<dyn Model>> = Vec::with_capacity(instances);
+                    let mut sig = Signature::default();
+                    for _ in 0..instances {
+                        let m = OnnxModel::load(name, &file, &opts)?;
+                        sig = m.signature().clone();
+                        boxed.push(Box::new(m));
+                    }
+                    (boxed, sig, None)
+                }
+            };
+        let max_batch_size = match (&text, config.max_batch_size) {
+            // Text models batch by tokens; rows are bounded by what one request may carry.
+            (Some(_), None) => config.candle.max_client_batch_size,
+            _ => resolve_max_batch_size(name, config, &signature)?,
+        };
         if config.warmup.unwrap_or(true) {
             let inputs = warmup_inputs(&signature);
             for m in &mut models {
@@ -531,18 +608,15 @@ impl Repository {
                 .then(|| Duration::from_micros(db.default_timeout_us)),
             priority_levels: db.priority_levels,
             default_priority: db.default_priority_level,
+            max_batch_cost: text.as_ref().map(|_| config.candle.max_batch_tokens),
         };
         let label = version.to_string();
         let metrics = self.metrics.for_version(name, &label);
         let stats = Arc::new(ModelStats::default());
-        let instances_boxed: Vec<Box<dyn Model>> = models
-            .into_iter()
-            .map(|m| Box::new(m) as Box<dyn Model>)
-            .collect();
         let batcher = Batcher::start(
             name,
             &label,
-            instances_boxed,
+            models,
             settings,
             metrics.clone(),
             Arc::clone(&stats),
@@ -570,6 +644,8 @@ impl Repository {
             load_duration,
             stats,
             metrics,
+            backend,
+            text,
             batcher,
         })
     }
@@ -990,6 +1066,50 @@ impl Repository {
         out
     }
 
+    /// Embeds texts with a served text model, in process: the same queue and batches as
+    /// requests over the network, without the network. Blocking; call it off the async
+    /// runtime. `model` may name a version or alias as `name:version`.
+    pub fn embed(&self, model: &str, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        let (name, version) = match model.split_once(':') {
+            Some((n, v)) => (n, Some(v)),
+            None => (model, None),
+        };
+        let served = self.get(name, version)?;
+        if served.text.is_none() {
+            return Err(Error::InvalidInput(format!(
+                "model '{name}' is not a text embedding model"
+            )));
+        }
+        let items: Vec<Vec<u8>> = texts.iter().map(|t| t.as_bytes().to_vec()).collect();
+        let tensor = Tensor::new(
+            crate::DataType::Bytes,
+            vec![texts.len() as i64],
+            TensorData::Bytes(items),
+        )
+        .expect("one element per text");
+        let out = served
+            .submit(vec![(candle::INPUT.to_owned(), tensor)], None, None)?
+            .wait()?;
+        let (_, shape, data) = out
+            .outputs
+            .into_iter()
+            .next()
+            .expect("one output")
+            .into_parts();
+        let TensorData::Raw(bytes) = data else {
+            unreachable!("embeddings are FP32")
+        };
+        let dim = shape[1] as usize;
+        Ok(bytes
+            .chunks_exact(dim * 4)
+            .map(|row| {
+                row.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .collect()
+            })
+            .collect())
+    }
+
     /// Every ready version, for statistics.
     pub fn ready_versions(&self) -> Vec<Arc<ServedVersion>> {
         self.models
@@ -1002,13 +1122,16 @@ impl Repository {
 
 /// Registry metadata for a version that was put in the repository by hand.
 fn hand_made_meta(dir: &Path, served: &ServedVersion) -> VersionMeta {
-    let file = dir.join(
-        served
-            .config
-            .default_model_filename
-            .as_deref()
-            .unwrap_or(DEFAULT_MODEL_FILENAME),
-    );
+    let file = match served.backend {
+        Backend::Candle => dir.join("model.safetensors"),
+        Backend::Onnx => dir.join(
+            served
+                .config
+                .default_model_filename
+                .as_deref()
+                .unwrap_or(DEFAULT_MODEL_FILENAME),
+        ),
+    };
     let (sha256, size) = registry::sha256_file(&file).unwrap_or_default();
     let created_ms = std::fs::metadata(&file)
         .and_then(|m| m.modified())
@@ -1021,7 +1144,7 @@ fn hand_made_meta(dir: &Path, served: &ServedVersion) -> VersionMeta {
         created_ms,
         size,
         sha256,
-        backend: "onnx".into(),
+        backend: served.backend().into(),
         labels: BTreeMap::new(),
         inputs: Vec::new(),
         outputs: Vec::new(),

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use models::metrics::Metrics;
 use models::repository::{Repository, RepositoryOptions};
 use tokio::net::TcpListener;
@@ -128,22 +129,30 @@ pub async fn serve(
         let _ = rx.wait_for(|s| *s).await;
     };
 
+    // TCP_NODELAY on every accepted connection: without it, a response written in two
+    // pieces (HTTP/2 frames) waits for the client's delayed ACK (~40 ms).
+    let nodelay = |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    };
     let http = tokio::spawn(
-        axum::serve(http_l, http::router(Arc::clone(&state)))
+        axum::serve(http_l.tap_io(nodelay), http::router(Arc::clone(&state)))
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
     let metrics_srv = tokio::spawn(
-        axum::serve(metrics_l, http::metrics_router(Arc::clone(&state)))
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
+        axum::serve(
+            metrics_l.tap_io(nodelay),
+            http::metrics_router(Arc::clone(&state)),
+        )
+        .with_graceful_shutdown(stopped(stop_rx.clone()))
+        .into_future(),
     );
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(grpc::InferenceService::server(Arc::clone(&state)))
             .add_service(grpc::registry::RegistryService::server(Arc::clone(&state)))
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_l),
+                tonic::transport::server::TcpIncoming::from(grpc_l).with_nodelay(Some(true)),
                 stopped(stop_rx.clone()),
             ),
     );

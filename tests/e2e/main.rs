@@ -6,6 +6,7 @@
 mod bad_input;
 mod batching;
 mod common;
+mod embeddings;
 mod grpc;
 mod overload;
 mod registry;

@@ -3,6 +3,7 @@
 //! endpoint served on the metrics port ([`metrics_router`]).
 
 pub mod codec;
+pub mod embeddings;
 pub mod models;
 pub mod v2;
 
@@ -46,6 +47,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v2/repository/models/{m}/unload",
             post(v2::repository_unload),
         )
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/api/models", get(models::list))
         .route(
             "/api/models/{name}",

@@ -1,0 +1,383 @@
+//! Sentence encoders (BERT family, safetensors) on candle, with the `tokenizers` crate.
+//!
+//! A version directory holds `config.json`, `model.safetensors` and `tokenizer.json`, and
+//! optionally the sentence-transformers files that say how to pool (`modules.json`,
+//! `1_Pooling/config.json`, `sentence_bert_config.json`). The model takes one BYTES input
+//! `text` (`[-1]`, UTF-8) and returns `embedding` (`FP32 [-1, hidden]`).
+//!
+//! Padding is the backend's business, never the tokenizer's: a `tokenizer.json` that turns on
+//! fixed-length padding (all-MiniLM-L6-v2's does) has it switched off, so padding never
+//! reaches attention or pooling. Within a batch, texts are sorted by length and run in
+//! sub-batches of similar lengths, each padded only to its own longest text, so short texts
+//! do not pay for long ones; pooling averages over real tokens only.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor as CTensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use tokenizers::{Tokenizer, TruncationParams};
+
+use crate::config::CandleConfig;
+use crate::datatype::DataType;
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::signature::{Signature, TensorSpec};
+use crate::tensor::{Tensor, TensorData};
+
+pub const INPUT: &str = "text";
+pub const OUTPUT: &str = "embedding";
+
+/// Whether a directory holds a candle sentence encoder.
+pub fn detect(dir: &Path) -> bool {
+    dir.join("model.safetensors").is_file()
+        && dir.join("config.json").is_file()
+        && dir.join("tokenizer.json").is_file()
+}
+
+/// How token embeddings become one sentence embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    Mean,
+    Cls,
+}
+
+/// Tokenization shared by the request path (token counts for batching budgets, usage and
+/// truncation reports) and the model instances.
+pub struct TextPrep {
+    tokenizer: Tokenizer,
+    pub max_seq_len: usize,
+    pub truncate: bool,
+    pub max_client_batch_size: usize,
+}
+
+/// Token count of one text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenCount {
+    /// Tokens the model sees (special tokens included, after truncation).
+    pub tokens: usize,
+    pub truncated: bool,
+}
+
+impl TextPrep {
+    fn load(
+        dir: &Path,
+        cfg: &CandleConfig,
+        max_positions: usize,
+    ) -> std::result::Result<TextPrep, String> {
+        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+            .map_err(|e| format!("tokenizer.json: {e}"))?;
+        // Sentence-transformers' max_seq_length, unless config.toml says otherwise.
+        let st_max = std::fs::read(dir.join("sentence_bert_config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["max_seq_length"].as_u64())
+            .map(|n| n as usize);
+        let max_seq_len = cfg
+            .max_seq_len
+            .or(st_max)
+            .unwrap_or(max_positions)
+            .min(max_positions);
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| format!("tokenizer.json: {e}"))?;
+        Ok(TextPrep {
+            tokenizer,
+            max_seq_len,
+            truncate: cfg.truncate,
+            max_client_batch_size: cfg.max_client_batch_size,
+        })
+    }
+
+    /// Checks the texts of a request and counts their tokens.
+    pub fn count(&self, input: &str, texts: &[Vec<u8>]) -> Result<Vec<TokenCount>> {
+        if texts.is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "input '{input}' holds no text"
+            )));
+        }
+        if texts.len() > self.max_client_batch_size {
+            return Err(Error::InvalidInput(format!(
+                "input '{input}' holds {} texts; at most {} per request (candle.max_client_batch_size)",
+                texts.len(),
+                self.max_client_batch_size
+            )));
+        }
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let text = std::str::from_utf8(t)
+                    .map_err(|_| Error::InvalidInput(format!("input '{input}': text {i} is not valid UTF-8")))?;
+                if text.is_empty() {
+                    return Err(Error::InvalidInput(format!("input '{input}': text {i} is empty")));
+                }
+                let n = self
+                    .tokenizer
+                    .encode(text, true)
+                    .map_err(|e| Error::InvalidInput(format!("input '{input}': text {i} cannot be tokenized: {e}")))?
+                    .len();
+                if n > self.max_seq_len && !self.truncate {
+                    return Err(Error::InvalidInput(format!(
+                        "input '{input}': text {i} is {n} tokens long, more than the model's {} (truncation is off; shorten it or set candle.truncate = true)",
+                        self.max_seq_len
+                    )));
+                }
+                Ok(TokenCount {
+                    tokens: n.min(self.max_seq_len),
+                    truncated: n > self.max_seq_len,
+                })
+            })
+            .collect()
+    }
+
+    /// Token ids of each text, truncated to `max_seq_len` (keeping the final `[SEP]`).
+    fn encode(&self, texts: &[&str]) -> std::result::Result<Vec<Vec<u32>>, String> {
+        let mut tok = self.tokenizer.clone();
+        tok.with_truncation(Some(TruncationParams {
+            max_length: self.max_seq_len,
+            ..Default::default()
+        }))
+        .map_err(|e| e.to_string())?;
+        let encodings = tok
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| e.to_string())?;
+        Ok(encodings
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect())
+    }
+}
+
+/// One instance of a sentence encoder. Instances of a version share the weights (candle
+/// tensors are reference-counted) and the tokenizer.
+pub struct SentenceEncoder {
+    name: String,
+    model: Arc<BertModel>,
+    prep: Arc<TextPrep>,
+    pooling: Pooling,
+    normalize: bool,
+    dim: usize,
+    pad_id: u32,
+    device: Device,
+    signature: Signature,
+}
+
+impl SentenceEncoder {
+    /// Loads the model in `dir`; `instances` share one copy of the weights.
+    pub fn load(
+        name: &str,
+        dir: &Path,
+        cfg: &CandleConfig,
+        instances: usize,
+    ) -> Result<Vec<SentenceEncoder>> {
+        let err = |message: String| Error::Load {
+            model: name.to_owned(),
+            message,
+        };
+        let config: BertConfig = serde_json::from_slice(
+            &std::fs::read(dir.join("config.json"))
+                .map_err(|e| err(format!("config.json: {e}")))?,
+        )
+        .map_err(|e| err(format!("config.json is not a BERT config: {e}")))?;
+        let device = Device::Cpu;
+        // SAFETY: the safetensors file is memory-mapped read-only; inferd never writes a
+        // version's files once it is published (versions are immutable).
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(
+                &[dir.join("model.safetensors")],
+                DType::F32,
+                &device,
+            )
+        }
+        .map_err(|e| err(format!("model.safetensors: {e}")))?;
+        let model = BertModel::load(vb, &config)
+            .map_err(|e| err(format!("model.safetensors does not fit config.json: {e}")))?;
+        let prep = TextPrep::load(dir, cfg, config.max_position_embeddings).map_err(err)?;
+        let (pooling, normalize) = pooling(dir);
+        let pad_id = config.pad_token_id as u32;
+        let signature = Signature {
+            inputs: vec![TensorSpec {
+                name: INPUT.into(),
+                datatype: DataType::Bytes,
+                shape: vec![-1],
+            }],
+            outputs: vec![TensorSpec {
+                name: OUTPUT.into(),
+                datatype: DataType::Fp32,
+                shape: vec![-1, config.hidden_size as i64],
+            }],
+        };
+        let (model, prep) = (Arc::new(model), Arc::new(prep));
+        Ok((0..instances.max(1))
+            .map(|_| SentenceEncoder {
+                name: name.to_owned(),
+                model: Arc::clone(&model),
+                prep: Arc::clone(&prep),
+                pooling,
+                normalize,
+                dim: config.hidden_size,
+                pad_id,
+                device: device.clone(),
+                signature: signature.clone(),
+            })
+            .collect())
+    }
+
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    pub fn text_prep(&self) -> Arc<TextPrep> {
+        Arc::clone(&self.prep)
+    }
+
+    /// Embeddings of `texts`, in order, `dim` floats each.
+    pub fn embed(&self, texts: &[&str]) -> std::result::Result<Vec<f32>, String> {
+        let ids = self.prep.encode(texts)?;
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| ids[i].len());
+        let mut out = vec![0f32; texts.len() * self.dim];
+        for chunk in length_chunks(&order, &ids) {
+            let pooled = self.forward(chunk, &ids).map_err(|e| e.to_string())?;
+            for (row, &i) in chunk.iter().enumerate() {
+                out[i * self.dim..(i + 1) * self.dim]
+                    .copy_from_slice(&pooled[row * self.dim..(row + 1) * self.dim]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs one sub-batch (indices into `ids`), padded to its longest text.
+    fn forward(&self, chunk: &[usize], ids: &[Vec<u32>]) -> candle_core::Result<Vec<f32>> {
+        let len = chunk.iter().map(|&i| ids[i].len()).max().unwrap_or(0);
+        let b = chunk.len();
+        let mut input = vec![self.pad_id; b * len];
+        let mut mask = vec![0u32; b * len];
+        for (row, &i) in chunk.iter().enumerate() {
+            input[row * len..row * len + ids[i].len()].copy_from_slice(&ids[i]);
+            mask[row * len..row * len + ids[i].len()].fill(1);
+        }
+        let input = CTensor::from_vec(input, (b, len), &self.device)?;
+        let mask = CTensor::from_vec(mask, (b, len), &self.device)?;
+        let types = input.zeros_like()?;
+        let hidden = self.model.forward(&input, &types, Some(&mask))?; // [b, len, dim]
+        let pooled = match self.pooling {
+            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+            Pooling::Mean => {
+                let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // [b, len, 1]
+                let sum = hidden.broadcast_mul(&m)?.sum(1)?; // [b, dim]
+                let count = m.sum(1)?.clamp(1e-9, f64::MAX)?; // [b, 1]
+                sum.broadcast_div(&count)?
+            }
+        };
+        let pooled = if self.normalize {
+            let norm = pooled
+                .sqr()?
+                .sum_keepdim(1)?
+                .sqrt()?
+                .clamp(1e-12, f64::MAX)?;
+            pooled.broadcast_div(&norm)?
+        } else {
+            pooled
+        };
+        pooled.flatten_all()?.to_vec1::<f32>()
+    }
+}
+
+/// Splits length-sorted indices into sub-batches whose padded size stays within a budget
+/// and whose lengths are within 1.5× of each other.
+fn length_chunks<'a>(order: &'a [usize], ids: &[Vec<u32>]) -> Vec<&'a [usize]> {
+    const MAX_PADDED_TOKENS: usize = 8192;
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    for end in 1..=order.len() {
+        let at_end = end == order.len();
+        let split = at_end || {
+            let first = ids[order[start]].len().max(1);
+            let next = ids[order[end]].len();
+            next * 2 > first * 3 || next * (end - start + 1) > MAX_PADDED_TOKENS
+        };
+        if split {
+            chunks.push(&order[start..end]);
+            start = end;
+        }
+    }
+    chunks
+}
+
+/// Pooling from the sentence-transformers files: `1_Pooling/config.json` and whether
+/// `modules.json` lists a `Normalize` module. Without them: mean pooling, normalised.
+fn pooling(dir: &Path) -> (Pooling, bool) {
+    let read = |p: &str| {
+        std::fs::read(dir.join(p))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    };
+    let pooling = match read("1_Pooling/config.json") {
+        Some(c) if c["pooling_mode_cls_token"].as_bool() == Some(true) => Pooling::Cls,
+        _ => Pooling::Mean,
+    };
+    let normalize = match read("modules.json") {
+        Some(m) => m.as_array().is_some_and(|mods| {
+            mods.iter()
+                .any(|x| x["type"].as_str().is_some_and(|t| t.ends_with("Normalize")))
+        }),
+        None => true,
+    };
+    (pooling, normalize)
+}
+
+impl Model for SentenceEncoder {
+    fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let TensorData::Bytes(items) = inputs[0].data() else {
+            return Err(Error::InvalidInput(format!(
+                "input '{INPUT}' must be BYTES"
+            )));
+        };
+        let texts = items
+            .iter()
+            .map(|b| std::str::from_utf8(b))
+            .collect::<std::result::Result<Vec<&str>, _>>()
+            .map_err(|_| {
+                Error::InvalidInput(format!(
+                    "input '{INPUT}' holds text that is not valid UTF-8"
+                ))
+            })?;
+        let out = self.embed(&texts).map_err(|message| Error::Execution {
+            model: self.name.clone(),
+            message,
+        })?;
+        let data = TensorData::Raw(bytemuck::cast_slice(&out).to_vec());
+        Ok(vec![
+            Tensor::new(
+                DataType::Fp32,
+                vec![texts.len() as i64, self.dim as i64],
+                data,
+            )
+            .expect("consistent output"),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_group_similar_lengths_and_keep_order_complete() {
+        let ids: Vec<Vec<u32>> = [3usize, 4, 4, 5, 9, 10, 200]
+            .iter()
+            .map(|&n| vec![0; n])
+            .collect();
+        let order: Vec<usize> = (0..ids.len()).collect();
+        let chunks = length_chunks(&order, &ids);
+        assert_eq!(
+            chunks,
+            vec![&[0, 1, 2][..], &[3][..], &[4, 5][..], &[6][..]]
+        );
+        assert_eq!(length_chunks(&[], &ids), Vec::<&[usize]>::new());
+    }
+}
