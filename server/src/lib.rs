@@ -69,6 +69,19 @@ fn unpack_examples(data_dir: &Path) -> anyhow::Result<PathBuf> {
         std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
     }
+    // The sentence encoder is too large to embed (90 MB); scripts/setup.sh fetches it into
+    // the cache, and the examples serve it from there when it is present.
+    let cache = std::env::var_os("INFERD_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/inferd")));
+    if let Some(minilm) = cache.map(|c| c.join("models/all-MiniLM-L6-v2/1")) {
+        let link = root.join("all-MiniLM-L6-v2/1");
+        if minilm.join("model.safetensors").is_file() && !link.exists() {
+            std::fs::create_dir_all(root.join("all-MiniLM-L6-v2"))?;
+            #[cfg(unix)]
+            std::os::unix::fs::symlink(&minilm, &link).with_context(|| format!("linking {}", link.display()))?;
+        }
+    }
     Ok(root)
 }
 

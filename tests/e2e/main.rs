@@ -9,5 +9,6 @@ mod common;
 mod embeddings;
 mod grpc;
 mod overload;
+mod quickstart;
 mod registry;
 mod shutdown;
