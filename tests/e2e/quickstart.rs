@@ -10,10 +10,27 @@ use crate::common;
 #[tokio::test]
 async fn serve_without_a_repository_serves_the_examples() {
     let data = tempfile::tempdir().unwrap();
-    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            .to_string()
+    };
     let http = port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inferd"))
-        .args(["serve", "--host", "127.0.0.1", "--http-port", &http, "--grpc-port", &port(), "--metrics-port", &port()])
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            &http,
+            "--grpc-port",
+            &port(),
+            "--metrics-port",
+            &port(),
+        ])
         .arg("--data-dir")
         .arg(data.path())
         .stderr(std::process::Stdio::null())
@@ -21,7 +38,11 @@ async fn serve_without_a_repository_serves_the_examples() {
         .unwrap();
     let url = format!("http://127.0.0.1:{http}");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while reqwest::get(format!("{url}/v2/health/ready")).await.map(|r| r.status() != 200).unwrap_or(true) {
+    while reqwest::get(format!("{url}/v2/health/ready"))
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
         assert!(Instant::now() < deadline, "not ready");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
