@@ -79,7 +79,8 @@ fn unpack_examples(data_dir: &Path) -> anyhow::Result<PathBuf> {
         if minilm.join("model.safetensors").is_file() && !link.exists() {
             std::fs::create_dir_all(root.join("all-MiniLM-L6-v2"))?;
             #[cfg(unix)]
-            std::os::unix::fs::symlink(&minilm, &link).with_context(|| format!("linking {}", link.display()))?;
+            std::os::unix::fs::symlink(&minilm, &link)
+                .with_context(|| format!("linking {}", link.display()))?;
         }
     }
     Ok(root)
