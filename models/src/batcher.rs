@@ -309,36 +309,43 @@ impl Shared {
 
     /// Answers and removes queued requests that timed out or whose client is gone.
     fn expire(&self, st: &mut State, now: Instant) {
+        let mut canceled = 0usize;
+        let mut timed_out = Vec::new();
         for q in &mut st.queues {
             let before = q.len();
-            q.retain(|p| {
-                if p.reply.is_closed() {
-                    self.metrics.failure(FailureReason::Canceled).inc();
-                    return false;
-                }
-                true
-            });
+            q.retain(|p| !p.reply.is_closed());
+            canceled += before - q.len();
             let mut i = 0;
             while i < q.len() {
                 if q[i].deadline.is_some_and(|d| d <= now) {
-                    let p = q.remove(i).expect("index in range");
-                    let waited = now - p.enqueued;
-                    self.metrics.failure(FailureReason::Timeout).inc();
-                    self.stats.fail.add(1, waited);
-                    let _ = p.reply.send(Err(Error::Timeout {
-                        model: self.model.clone(),
-                        waited_us: waited.as_micros() as u64,
-                        timeout_us: p
-                            .deadline
-                            .map_or(0, |d| (d - p.enqueued).as_micros() as u64),
-                    }));
+                    timed_out.push(q.remove(i).expect("index in range"));
                 } else {
                     i += 1;
                 }
             }
-            let removed = before - q.len();
-            st.len -= removed;
-            self.metrics.pending.sub(removed as i64);
+        }
+        let removed = canceled + timed_out.len();
+        if removed == 0 {
+            return;
+        }
+        st.len -= removed;
+        // The gauge first: whoever sees a counter move or gets an answer also sees the queue
+        // without these requests.
+        self.metrics.pending.sub(removed as i64);
+        self.metrics
+            .failure(FailureReason::Canceled)
+            .inc_by(canceled as u64);
+        for p in timed_out {
+            let waited = now - p.enqueued;
+            self.metrics.failure(FailureReason::Timeout).inc();
+            self.stats.fail.add(1, waited);
+            let _ = p.reply.send(Err(Error::Timeout {
+                model: self.model.clone(),
+                waited_us: waited.as_micros() as u64,
+                timeout_us: p
+                    .deadline
+                    .map_or(0, |d| (d - p.enqueued).as_micros() as u64),
+            }));
         }
     }
 
