@@ -3,7 +3,12 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
-    let files = ["grpc_service.proto", "model_config.proto", "inferd.proto"];
+    let files = [
+        "grpc_service.proto",
+        "model_config.proto",
+        "inferd.proto",
+        "vector.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", proto_dir.join(f).display());
     }

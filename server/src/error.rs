@@ -1,17 +1,20 @@
 //! The server's error type and its one mapping to HTTP statuses and gRPC codes.
 //!
-//! Every `models::Error` variant is matched explicitly (no `_` arm), so a new variant must be
-//! mapped on purpose.
+//! Every `models::Error` and `vector::Error` variant is matched explicitly (no `_` arm), so a
+//! new variant must be mapped on purpose.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use models::Error as ModelError;
+use vector::Error as VectorError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error(transparent)]
+    Vector(#[from] VectorError),
     /// Malformed request: JSON, protobuf, binary framing, parameters.
     #[error("{0}")]
     BadRequest(String),
@@ -45,6 +48,20 @@ impl ApiError {
                 ModelError::Conflict(_) => StatusCode::CONFLICT,
                 ModelError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             },
+            ApiError::Vector(e) => match e {
+                VectorError::CollectionNotFound(_) | VectorError::PointNotFound { .. } => {
+                    StatusCode::NOT_FOUND
+                }
+                VectorError::CollectionExists(_) => StatusCode::CONFLICT,
+                VectorError::InvalidRequest(_)
+                | VectorError::InvalidFilter(_)
+                | VectorError::Dimension { .. }
+                | VectorError::InvalidVector(_) => StatusCode::BAD_REQUEST,
+                VectorError::Embedding { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                VectorError::Io { .. } | VectorError::Corrupt(_) | VectorError::Internal(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -72,6 +89,20 @@ impl ApiError {
                 }
                 ModelError::Conflict(_) => tonic::Code::FailedPrecondition,
                 ModelError::TooLarge { .. } => tonic::Code::ResourceExhausted,
+            },
+            ApiError::Vector(e) => match e {
+                VectorError::CollectionNotFound(_) | VectorError::PointNotFound { .. } => {
+                    tonic::Code::NotFound
+                }
+                VectorError::CollectionExists(_) => tonic::Code::AlreadyExists,
+                VectorError::InvalidRequest(_)
+                | VectorError::InvalidFilter(_)
+                | VectorError::Dimension { .. }
+                | VectorError::InvalidVector(_) => tonic::Code::InvalidArgument,
+                VectorError::Embedding { .. } => tonic::Code::Unavailable,
+                VectorError::Io { .. } | VectorError::Corrupt(_) | VectorError::Internal(_) => {
+                    tonic::Code::Internal
+                }
             },
             ApiError::BadRequest(_) => tonic::Code::InvalidArgument,
             ApiError::PayloadTooLarge { .. } => tonic::Code::ResourceExhausted,

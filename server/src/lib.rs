@@ -9,7 +9,9 @@
 //! - [`infer`]: one inference request through the request path, transport-neutral.
 //! - [`http`]: REST on axum — KServe V2 under `/v2` (`http::v2`), JSON and binary tensors
 //!   (`http::codec`), and `/metrics` on the metrics port.
-//! - [`grpc`]: `inference.GRPCInferenceService` on tonic (`grpc::convert` for tensors).
+//!   Vector collections under `/api/collections` (`http::collections`).
+//! - [`grpc`]: `inference.GRPCInferenceService` on tonic (`grpc::convert` for tensors);
+//!   `inferd.v1.Collections` (`grpc::collections`).
 //! - [`triton`]: Triton's model-config and statistics views, for both transports.
 //! - [`uploads`]: one model upload (stream, digest, version, validation), for both transports.
 //! - [`error`]: [`error::ApiError`] and its one mapping to HTTP statuses and gRPC codes.
@@ -18,6 +20,7 @@
 //! [`serve`] starts everything and returns once a shutdown signal has drained the server.
 
 pub mod config;
+pub mod embedder;
 pub mod error;
 pub mod grpc;
 pub mod http;
@@ -128,6 +131,21 @@ pub async fn serve(
         cfg.max_upload_bytes,
     ));
 
+    // Vector collections: loaded (snapshot + log replayed, indexes built) before the ports open.
+    let collections = {
+        let dir = cfg.data_dir.join("collections");
+        let registry = state.registry.clone();
+        // Text is embedded in process by the served sentence encoders.
+        let embedder: Arc<dyn vector::Embedder> =
+            Arc::new(embedder::RepositoryEmbedder(Arc::clone(&repo)));
+        let store =
+            tokio::task::spawn_blocking(move || vector::Store::open(&dir, embedder, &registry))
+                .await
+                .context("opening the vector collections")?
+                .context("opening the vector collections")?;
+        Arc::new(store)
+    };
+
     let http_l = bind(&cfg, cfg.http_port, "http").await?;
     let grpc_l = bind(&cfg, cfg.grpc_port, "grpc").await?;
     let metrics_l = bind(&cfg, cfg.metrics_port, "metrics").await?;
@@ -149,9 +167,15 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
     };
     let http = tokio::spawn(
-        axum::serve(http_l.tap_io(nodelay), http::router(Arc::clone(&state)))
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
+        axum::serve(
+            http_l.tap_io(nodelay),
+            http::router(Arc::clone(&state)).merge(http::collections::router_with_limit(
+                Arc::clone(&collections),
+                cfg.max_request_bytes,
+            )),
+        )
+        .with_graceful_shutdown(stopped(stop_rx.clone()))
+        .into_future(),
     );
     let metrics_srv = tokio::spawn(
         axum::serve(
@@ -165,6 +189,10 @@ pub async fn serve(
         tonic::transport::Server::builder()
             .add_service(grpc::InferenceService::server(Arc::clone(&state)))
             .add_service(grpc::registry::RegistryService::server(Arc::clone(&state)))
+            .add_service(grpc::collections::CollectionsService::server(
+                Arc::clone(&collections),
+                cfg.max_request_bytes,
+            ))
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(grpc_l).with_nodelay(Some(true)),
                 stopped(stop_rx.clone()),

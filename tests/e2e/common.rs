@@ -44,14 +44,29 @@ pub struct Server {
     pub grpc: u16,
     pub metrics: u16,
     log: PathBuf,
-    _data: tempfile::TempDir,
+    _data: Option<tempfile::TempDir>,
 }
 
 impl Server {
     pub async fn start(repo: &Path, extra: &[&str]) -> Server {
         let data = tempfile::tempdir().unwrap();
-        let log = data.path().join("server.log");
+        let dir = data.path().to_path_buf();
+        Server::launch(repo, &dir, Some(data), extra).await
+    }
+
+    /// Starts on a data directory the caller keeps, e.g. to start again on the same state.
+    pub async fn start_with_data(repo: &Path, data_dir: &Path, extra: &[&str]) -> Server {
+        Server::launch(repo, data_dir, None, extra).await
+    }
+
+    async fn launch(
+        repo: &Path,
+        data_dir: &Path,
+        data: Option<tempfile::TempDir>,
+        extra: &[&str],
+    ) -> Server {
         let (http, grpc, metrics) = (free_port(), free_port(), free_port());
+        let log = data_dir.join(format!("server-{http}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_inferd"))
             .arg("serve")
             .arg("--model-repository")
@@ -61,7 +76,7 @@ impl Server {
             .args(["--grpc-port", &grpc.to_string()])
             .args(["--metrics-port", &metrics.to_string()])
             .arg("--data-dir")
-            .arg(data.path())
+            .arg(data_dir)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

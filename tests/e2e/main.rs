@@ -5,10 +5,12 @@
 
 mod bad_input;
 mod batching;
+mod collections;
 mod common;
 mod embeddings;
 mod grpc;
 mod overload;
 mod quickstart;
 mod registry;
+mod semantic_search;
 mod shutdown;

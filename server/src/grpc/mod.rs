@@ -2,6 +2,7 @@
 //! Triton's, so tritonclient and perf_analyzer work unchanged ([`InferenceService`]), and
 //! inferd's own services from `proto/inferd.proto` ([`registry`]).
 
+pub mod collections;
 pub mod convert;
 pub mod registry;
 

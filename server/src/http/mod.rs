@@ -3,6 +3,7 @@
 //! endpoint served on the metrics port ([`metrics_router`]).
 
 pub mod codec;
+pub mod collections;
 pub mod embeddings;
 pub mod models;
 pub mod v2;
