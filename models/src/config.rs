@@ -26,10 +26,17 @@
 //! inter_op_threads = 1
 //!
 //! [candle]                         # sentence encoders (backend = "candle")
+//! execution = "candle"             # or "onnxruntime": runs the encoder's model.onnx instead
 //! max_batch_tokens = 16384         # token budget of one batch (requests are batched by it)
 //! max_seq_len = 256                # default: sentence_bert_config.json's max_seq_length
 //! truncate = true                  # false: over-long texts are refused (400)
 //! max_client_batch_size = 256      # texts per request
+//!
+//! [features.inputs.b]              # feature enrichment: input `b` is filled, row by row, from
+//!                                  # the online feature store when a request gives entity keys
+//! features = ["user:clicks", { feature = "user:emb", on_missing = "error" }]
+//! on_missing = "default"           # absent/null/stale feature: "default" (use `default`) or "error"
+//! default = 0.0
 //! ```
 
 use serde::Deserialize;
@@ -53,6 +60,8 @@ pub struct ModelConfig {
     pub onnx: OnnxConfig,
     #[serde(default)]
     pub candle: CandleConfig,
+    #[serde(default)]
+    pub features: FeaturesConfig,
 }
 
 /// Which of a model's versions are served.
@@ -145,6 +154,9 @@ impl Default for OnnxConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct CandleConfig {
+    /// What runs the encoder: `candle` (the default) or `onnxruntime` (a `model.onnx` of
+    /// the encoder beside the safetensors; tokenization and pooling stay the same).
+    pub execution: Execution,
     pub max_batch_tokens: usize,
     /// `None`: the model's own (`sentence_bert_config.json`, else its position embeddings).
     pub max_seq_len: Option<usize>,
@@ -155,12 +167,88 @@ pub struct CandleConfig {
 impl Default for CandleConfig {
     fn default() -> Self {
         CandleConfig {
+            execution: Execution::Candle,
             max_batch_tokens: 16384,
             max_seq_len: None,
             truncate: true,
             max_client_batch_size: 256,
         }
     }
+}
+
+/// The engine that runs a sentence encoder's transformer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Execution {
+    Candle,
+    Onnxruntime,
+}
+
+/// Feature enrichment: which inputs the server fills from the online feature store (the
+/// lookup itself lives in the server; these are plain names). Empty: none.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeaturesConfig {
+    /// Input tensor name → the features that fill each of its rows, in order.
+    pub inputs: std::collections::BTreeMap<String, InputFeatures>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InputFeatures {
+    pub features: Vec<FeatureSource>,
+    /// The policy of the features that set none.
+    #[serde(default)]
+    pub on_missing: MissingPolicy,
+    /// The value of a missing feature under the `default` policy (each of its elements).
+    #[serde(default)]
+    pub default: f64,
+}
+
+/// `"view:feature"`, or a table that overrides the input's policy and default.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum FeatureSource {
+    Ref(String),
+    Detailed {
+        feature: String,
+        on_missing: Option<MissingPolicy>,
+        default: Option<f64>,
+    },
+}
+
+impl FeatureSource {
+    pub fn feature(&self) -> &str {
+        match self {
+            FeatureSource::Ref(f) | FeatureSource::Detailed { feature: f, .. } => f,
+        }
+    }
+
+    /// This feature's policy and default value, given its input's.
+    pub fn policy(&self, input: &InputFeatures) -> (MissingPolicy, f64) {
+        match self {
+            FeatureSource::Ref(_) => (input.on_missing, input.default),
+            FeatureSource::Detailed {
+                on_missing,
+                default,
+                ..
+            } => (
+                on_missing.unwrap_or(input.on_missing),
+                default.unwrap_or(input.default),
+            ),
+        }
+    }
+}
+
+/// What enrichment does with a feature that is not found, null, or older than its view's ttl.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingPolicy {
+    /// Use the default value, and say so in the response's parameters.
+    #[default]
+    Default,
+    /// Fail the request.
+    Error,
 }
 
 impl ModelConfig {
@@ -174,6 +262,21 @@ impl ModelConfig {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
+        for (input, f) in &self.features.inputs {
+            if f.features.is_empty() {
+                return Err(format!(
+                    "features.inputs.{input}: list at least one feature"
+                ));
+            }
+            if let Some(bad) = f.features.iter().map(FeatureSource::feature).find(|r| {
+                r.split_once(':')
+                    .is_none_or(|(v, n)| v.is_empty() || n.is_empty())
+            }) {
+                return Err(format!(
+                    "features.inputs.{input}: '{bad}' must be written 'view:feature'"
+                ));
+            }
+        }
         if let Some(b) = self
             .backend
             .as_ref()
@@ -227,6 +330,37 @@ impl ModelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_feature_enrichment() {
+        let cfg = ModelConfig::parse(
+            r#"
+            [features.inputs.b]
+            features = ["u:a", { feature = "u:b", on_missing = "error" }, { feature = "u:c", default = 2.5 }]
+            default = 1.0
+            "#,
+            "t",
+        )
+        .unwrap();
+        let b = &cfg.features.inputs["b"];
+        let p: Vec<(MissingPolicy, f64)> = b.features.iter().map(|f| f.policy(b)).collect();
+        assert_eq!(
+            p,
+            [
+                (MissingPolicy::Default, 1.0),
+                (MissingPolicy::Error, 1.0),
+                (MissingPolicy::Default, 2.5)
+            ]
+        );
+        assert_eq!(b.features[1].feature(), "u:b");
+        let e = ModelConfig::parse("[features.inputs.b]\nfeatures = [\"nocolon\"]", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'nocolon' must be written 'view:feature'"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn parses_full_config() {

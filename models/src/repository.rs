@@ -544,7 +544,16 @@ impl Repository {
         let (mut models, signature, text): (Vec<Box<dyn Model>>, Signature, Option<Arc<TextPrep>>) =
             match backend {
                 Backend::Candle => {
-                    let encoders = SentenceEncoder::load(name, dir, &config.candle, instances)?;
+                    let encoders = SentenceEncoder::load(
+                        name,
+                        dir,
+                        &config.candle,
+                        instances,
+                        &OnnxOptions {
+                            intra_op_threads: intra,
+                            inter_op_threads: config.onnx.inter_op_threads.max(1),
+                        },
+                    )?;
                     let (sig, prep) = (encoders[0].signature().clone(), encoders[0].text_prep());
                     let boxed = encoders
                         .into_iter()

@@ -19,7 +19,8 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use tokenizers::{Tokenizer, TruncationParams};
 
-use crate::config::CandleConfig;
+use crate::backends::onnx::{OnnxModel, OnnxOptions};
+use crate::config::{CandleConfig, Execution};
 use crate::datatype::DataType;
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -151,11 +152,18 @@ impl TextPrep {
     }
 }
 
+/// What runs the transformer: candle (weights shared by all instances) or an ONNX Runtime
+/// session of the same encoder (one per instance), for the `onnxruntime` execution.
+enum Engine {
+    Candle(Arc<BertModel>),
+    Onnx(Box<OnnxModel>),
+}
+
 /// One instance of a sentence encoder. Instances of a version share the weights (candle
 /// tensors are reference-counted) and the tokenizer.
 pub struct SentenceEncoder {
     name: String,
-    model: Arc<BertModel>,
+    engine: Engine,
     prep: Arc<TextPrep>,
     pooling: Pooling,
     normalize: bool,
@@ -166,12 +174,14 @@ pub struct SentenceEncoder {
 }
 
 impl SentenceEncoder {
-    /// Loads the model in `dir`; `instances` share one copy of the weights.
+    /// Loads the model in `dir`; with candle, `instances` share one copy of the weights;
+    /// with ONNX Runtime each instance is a session of `dir/model.onnx` (`onnx` threads).
     pub fn load(
         name: &str,
         dir: &Path,
         cfg: &CandleConfig,
         instances: usize,
+        onnx: &OnnxOptions,
     ) -> Result<Vec<SentenceEncoder>> {
         let err = |message: String| Error::Load {
             model: name.to_owned(),
@@ -211,10 +221,37 @@ impl SentenceEncoder {
             }],
         };
         let (model, prep) = (Arc::new(model), Arc::new(prep));
-        Ok((0..instances.max(1))
-            .map(|_| SentenceEncoder {
+        let mut out = Vec::with_capacity(instances.max(1));
+        for _ in 0..instances.max(1) {
+            let engine = match cfg.execution {
+                Execution::Candle => Engine::Candle(Arc::clone(&model)),
+                Execution::Onnxruntime => {
+                    let file = dir.join("model.onnx");
+                    if !file.is_file() {
+                        return Err(err(format!(
+                            "candle.execution = \"onnxruntime\" needs {}: the encoder as ONNX (inputs input_ids, attention_mask; output last_hidden_state)",
+                            file.display()
+                        )));
+                    }
+                    let m = OnnxModel::load(name, &file, onnx)?;
+                    let names: Vec<&str> = m
+                        .signature()
+                        .inputs
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect();
+                    if names != ["input_ids", "attention_mask"] {
+                        return Err(err(format!(
+                            "{} takes inputs {names:?}; expected [\"input_ids\", \"attention_mask\"]",
+                            file.display()
+                        )));
+                    }
+                    Engine::Onnx(Box::new(m))
+                }
+            };
+            out.push(SentenceEncoder {
                 name: name.to_owned(),
-                model: Arc::clone(&model),
+                engine,
                 prep: Arc::clone(&prep),
                 pooling,
                 normalize,
@@ -222,8 +259,9 @@ impl SentenceEncoder {
                 pad_id,
                 device: device.clone(),
                 signature: signature.clone(),
-            })
-            .collect())
+            });
+        }
+        Ok(out)
     }
 
     pub fn signature(&self) -> &Signature {
@@ -235,13 +273,13 @@ impl SentenceEncoder {
     }
 
     /// Embeddings of `texts`, in order, `dim` floats each.
-    pub fn embed(&self, texts: &[&str]) -> std::result::Result<Vec<f32>, String> {
+    pub fn embed(&mut self, texts: &[&str]) -> std::result::Result<Vec<f32>, String> {
         let ids = self.prep.encode(texts)?;
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| ids[i].len());
         let mut out = vec![0f32; texts.len() * self.dim];
         for chunk in length_chunks(&order, &ids) {
-            let pooled = self.forward(chunk, &ids).map_err(|e| e.to_string())?;
+            let pooled = self.forward(chunk, &ids)?;
             for (row, &i) in chunk.iter().enumerate() {
                 out[i * self.dim..(i + 1) * self.dim]
                     .copy_from_slice(&pooled[row * self.dim..(row + 1) * self.dim]);
@@ -250,8 +288,13 @@ impl SentenceEncoder {
         Ok(out)
     }
 
-    /// Runs one sub-batch (indices into `ids`), padded to its longest text.
-    fn forward(&self, chunk: &[usize], ids: &[Vec<u32>]) -> candle_core::Result<Vec<f32>> {
+    /// Runs one sub-batch (indices into `ids`), padded to its longest text; returns the
+    /// pooled (and normalised) embeddings, row-major.
+    fn forward(
+        &mut self,
+        chunk: &[usize],
+        ids: &[Vec<u32>],
+    ) -> std::result::Result<Vec<f32>, String> {
         let len = chunk.iter().map(|&i| ids[i].len()).max().unwrap_or(0);
         let b = chunk.len();
         let mut input = vec![self.pad_id; b * len];
@@ -260,10 +303,67 @@ impl SentenceEncoder {
             input[row * len..row * len + ids[i].len()].copy_from_slice(&ids[i]);
             mask[row * len..row * len + ids[i].len()].fill(1);
         }
+        match &mut self.engine {
+            Engine::Candle(model) => {
+                let model = Arc::clone(model);
+                self.forward_candle(&model, input, mask, b, len)
+                    .map_err(|e| e.to_string())
+            }
+            Engine::Onnx(session) => {
+                let as_i64 = |v: &[u32]| -> Vec<u8> {
+                    v.iter().flat_map(|&x| i64::from(x).to_le_bytes()).collect()
+                };
+                let shape = vec![b as i64, len as i64];
+                let inputs = [
+                    Tensor::new(
+                        DataType::Int64,
+                        shape.clone(),
+                        TensorData::Raw(as_i64(&input)),
+                    )
+                    .expect("consistent"),
+                    Tensor::new(DataType::Int64, shape, TensorData::Raw(as_i64(&mask)))
+                        .expect("consistent"),
+                ];
+                let out = session.run(&inputs).map_err(|e| e.to_string())?;
+                let TensorData::Raw(raw) = out[0].data() else {
+                    return Err("the encoder's output is not a float tensor".into());
+                };
+                let hidden: Vec<f32> = raw
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .collect();
+                if hidden.len() != b * len * self.dim {
+                    return Err(format!(
+                        "the encoder returned {} values for a [{b}, {len}, {}] hidden state",
+                        hidden.len(),
+                        self.dim
+                    ));
+                }
+                Ok(pool(
+                    &hidden,
+                    &mask,
+                    b,
+                    len,
+                    self.dim,
+                    self.pooling,
+                    self.normalize,
+                ))
+            }
+        }
+    }
+
+    fn forward_candle(
+        &self,
+        model: &BertModel,
+        input: Vec<u32>,
+        mask: Vec<u32>,
+        b: usize,
+        len: usize,
+    ) -> candle_core::Result<Vec<f32>> {
         let input = CTensor::from_vec(input, (b, len), &self.device)?;
         let mask = CTensor::from_vec(mask, (b, len), &self.device)?;
         let types = input.zeros_like()?;
-        let hidden = self.model.forward(&input, &types, Some(&mask))?; // [b, len, dim]
+        let hidden = model.forward(&input, &types, Some(&mask))?; // [b, len, dim]
         let pooled = match self.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
             Pooling::Mean => {
@@ -285,6 +385,42 @@ impl SentenceEncoder {
         };
         pooled.flatten_all()?.to_vec1::<f32>()
     }
+}
+
+/// Pooling of a `[b, len, dim]` hidden state with a `[b, len]` mask, in plain Rust (the
+/// ONNX Runtime path; candle does the same with tensor ops).
+fn pool(
+    hidden: &[f32],
+    mask: &[u32],
+    b: usize,
+    len: usize,
+    dim: usize,
+    pooling: Pooling,
+    normalize: bool,
+) -> Vec<f32> {
+    let mut out = vec![0f32; b * dim];
+    for row in 0..b {
+        let dst = &mut out[row * dim..(row + 1) * dim];
+        match pooling {
+            Pooling::Cls => dst.copy_from_slice(&hidden[row * len * dim..row * len * dim + dim]),
+            Pooling::Mean => {
+                let mut n = 0f32;
+                for t in 0..len {
+                    if mask[row * len + t] == 1 {
+                        n += 1.0;
+                        let h = &hidden[(row * len + t) * dim..(row * len + t + 1) * dim];
+                        dst.iter_mut().zip(h).for_each(|(d, x)| *d += x);
+                    }
+                }
+                dst.iter_mut().for_each(|d| *d /= n.max(1e-9));
+            }
+        }
+        if normalize {
+            let norm = dst.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            dst.iter_mut().for_each(|d| *d /= norm);
+        }
+    }
+    out
 }
 
 /// Splits length-sorted indices into sub-batches whose padded size stays within a budget
