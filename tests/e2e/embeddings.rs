@@ -35,7 +35,10 @@ fn repo() -> tempfile::TempDir {
             Some("[candle]\ntruncate = false\nmax_client_batch_size = 4\n"),
         ),
         // The same encoder run by ONNX Runtime (model.onnx built by scripts/build_minilm_onnx.py).
-        ("minilm_ort", Some("[candle]\nexecution = \"onnxruntime\"\n")),
+        (
+            "minilm_ort",
+            Some("[candle]\nexecution = \"onnxruntime\"\n"),
+        ),
     ] {
         std::fs::create_dir_all(dir.path().join(name)).unwrap();
         std::os::unix::fs::symlink(minilm_dir(), dir.path().join(name).join("1")).unwrap();
@@ -159,7 +162,11 @@ async fn embeddings_match_the_reference_batched_or_not_over_v2_openai_and_grpc()
     assert_eq!(status, 200, "{resp}");
     for (i, (row, c)) in rows(&resp).iter().zip(&cases).enumerate() {
         let cos = cosine(row, &c.embedding);
-        assert!(cos >= 0.9999, "onnxruntime, text {i} {:?}: cosine {cos}", c.text);
+        assert!(
+            cos >= 0.9999,
+            "onnxruntime, text {i} {:?}: cosine {cos}",
+            c.text
+        );
     }
 
     // OpenAI-compatible route: usage counts the tokens the model saw.
