@@ -1,7 +1,8 @@
 //! Sentence-embedding throughput and latency (candle backend, all-MiniLM-L6-v2):
 //!
 //! - `in-process`: the limit — `SentenceEncoder::embed` called in a loop on the same
-//!   sentences, no server (one sentence per call, and all of them in batches of 32);
+//!   sentences, no server (one sentence per call, and all of them in batches of 32), with
+//!   candle and with ONNX Runtime executing the same encoder;
 //! - `server`: inferd's `/v1/embeddings` with 1, 8 and 32 concurrent clients, one sentence
 //!   per request, so the batcher's token-budget batching does the grouping.
 //!
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use models::backends::candle::SentenceEncoder;
 use models::backends::onnx::OnnxOptions;
-use models::config::CandleConfig;
+use models::config::{CandleConfig, Execution};
 
 fn minilm_dir() -> PathBuf {
     let cache = std::env::var_os("INFERD_CACHE")
@@ -52,15 +53,18 @@ fn report(what: &str, n: usize, elapsed: Duration, lat: &mut [Duration]) {
     );
 }
 
-fn in_process(texts: &[String]) {
+fn in_process(texts: &[String], execution: Execution) {
     let onnx = OnnxOptions {
         intra_op_threads: 2,
         inter_op_threads: 1,
     };
-    let mut enc =
-        SentenceEncoder::load("minilm", &minilm_dir(), &CandleConfig::default(), 1, &onnx)
-            .unwrap()
-            .remove(0);
+    let cfg = CandleConfig {
+        execution,
+        ..Default::default()
+    };
+    let mut enc = SentenceEncoder::load("minilm", &minilm_dir(), &cfg, 1, &onnx)
+        .unwrap()
+        .remove(0);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     enc.embed(&refs[..4]).unwrap(); // warm up
     let (start, mut lat) = (Instant::now(), Vec::new());
@@ -70,7 +74,7 @@ fn in_process(texts: &[String]) {
         lat.push(t0.elapsed());
     }
     report(
-        "in-process, 1 sentence per call",
+        &format!("in-process ({execution:?}), 1 sentence per call"),
         refs.len(),
         start.elapsed(),
         &mut lat,
@@ -84,7 +88,7 @@ fn in_process(texts: &[String]) {
         }
     }
     report(
-        "in-process, batches of 32 (latency per batch)",
+        &format!("in-process ({execution:?}), batches of 32 (latency per batch)"),
         refs.len() * 3,
         start.elapsed(),
         &mut lat,
@@ -183,9 +187,11 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    models::backends::onnx::init(None).expect("ONNX Runtime (run `. scripts/env.sh` first)");
     let texts = sentences();
     println!("| setup | sentences/s | p50 ms | p99 ms |\n|---|---:|---:|---:|");
-    in_process(&texts);
+    in_process(&texts, Execution::Candle);
+    in_process(&texts, Execution::Onnxruntime);
     tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(server(Arc::new(texts)));
