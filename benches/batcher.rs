@@ -144,6 +144,7 @@ fn json_codec(c: &mut Criterion) {
         outputs: vec![("probabilities".into(), out)],
         timing: Default::default(),
         batch_rows: 1,
+        parameters: Vec::new(),
     };
     g.bench_function("encode_mlp_response", |b| {
         b.iter(|| server::http::codec::encode_response(&resp, &Default::default()))

@@ -33,12 +33,25 @@ fi
 apt_missing=()
 ldconfig -p 2>/dev/null | grep 'libb64.so.0d' >/dev/null || apt_missing+=(libb64-0d)
 command -v wrk >/dev/null || apt_missing+=(wrk)
+# The feature store's tests run a real redis-server.
+command -v redis-server >/dev/null || apt_missing+=(redis-server)
 if ((${#apt_missing[@]})); then
   if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
-    echo "setup: installing ${apt_missing[*]} (perf_analyzer, load benchmark)" >&2
+    echo "setup: installing ${apt_missing[*]} (perf_analyzer, load benchmark, feature-store tests)" >&2
     (apt-get install -y -qq "${apt_missing[@]}" >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "${apt_missing[@]}" >/dev/null 2>&1; }) \
       || echo "setup: warning: could not install ${apt_missing[*]}; perf_analyzer / benches/load will not run" >&2
   fi
+fi
+
+# The feature store's tests and benchmarks run a real Kafka-protocol broker: tansu 0.6.0 from
+# crates.io, built once into the cache (about 10 minutes on 2 cores; skipped when present), in
+# a throw-away target dir so the shared one is neither locked nor grown.
+tansu_bin="$cache/tansu/bin/tansu"
+if [[ ! -x "$tansu_bin" ]]; then
+  echo "setup: building the tansu Kafka broker into $cache/tansu (once, ~10 min)" >&2
+  env -u CARGO_TARGET_DIR cargo install tansu --version 0.6.0 --features dynostore --locked \
+    --root "$cache/tansu" --quiet >&2 \
+    || echo "setup: warning: could not build tansu; the feature-store Kafka tests will not run" >&2
 fi
 
 # The sentence encoder the embeddings tests and quick start serve (all-MiniLM-L6-v2, from

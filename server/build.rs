@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "model_config.proto",
         "inferd.proto",
         "vector.proto",
+        "features.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", proto_dir.join(f).display());

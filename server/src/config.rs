@@ -13,6 +13,10 @@
 //! max_upload_bytes = 4294967296      # largest model artifact accepted by the registry
 //! onnxruntime_lib = "/opt/onnxruntime/lib/libonnxruntime.so.1.31.1"
 //! drain_timeout_secs = 30            # on SIGTERM, how long in-flight requests may take
+//! feature_store = "redis://127.0.0.1:6379/0"  # online feature store; default "memory"
+//! feature_views = "/etc/inferd/features.toml" # feature views ([views.<name>] tables)
+//! kafka_brokers = "kafka-1:9092,kafka-2:9092" # ingest the views' topics; default: none
+//! kafka_group = "inferd-features"    # the ingester's consumer group
 //! ```
 
 use std::net::IpAddr;
@@ -58,6 +62,21 @@ pub struct ServeArgs {
     /// Seconds in-flight requests may take to finish after SIGTERM. Default: 30.
     #[arg(long, env = "INFERD_DRAIN_TIMEOUT_SECS")]
     pub drain_timeout_secs: Option<u64>,
+    /// Online feature store: `memory` (in process) or a Redis URL (redis://host:6379/0,
+    /// shared by replicas). Default: memory.
+    #[arg(long, env = "INFERD_FEATURE_STORE")]
+    pub feature_store: Option<String>,
+    /// Feature-view file (TOML, one `[views.<name>]` table per view). Views can also be
+    /// created with PUT /api/feature-views/{name}.
+    #[arg(long, env = "INFERD_FEATURE_VIEWS")]
+    pub feature_views: Option<PathBuf>,
+    /// Kafka bootstrap servers (host:port,...): ingest the feature views' source topics into
+    /// the online store. Default: no ingestion.
+    #[arg(long, env = "INFERD_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// Consumer group of the feature ingester. Default: inferd-features.
+    #[arg(long, env = "INFERD_KAFKA_GROUP")]
+    pub kafka_group: Option<String>,
 }
 
 /// The config file's keys: the same names as the flags, in snake_case.
@@ -74,6 +93,10 @@ struct FileConfig {
     max_upload_bytes: Option<u64>,
     onnxruntime_lib: Option<PathBuf>,
     drain_timeout_secs: Option<u64>,
+    feature_store: Option<String>,
+    feature_views: Option<PathBuf>,
+    kafka_brokers: Option<String>,
+    kafka_group: Option<String>,
 }
 
 /// The resolved, validated configuration.
@@ -90,6 +113,12 @@ pub struct Config {
     pub max_upload_bytes: u64,
     pub onnxruntime_lib: Option<PathBuf>,
     pub drain_timeout_secs: u64,
+    /// `memory` or a Redis URL.
+    pub feature_store: String,
+    pub feature_views: Option<PathBuf>,
+    /// `None`: no Kafka ingestion.
+    pub kafka_brokers: Option<String>,
+    pub kafka_group: String,
 }
 
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
@@ -143,6 +172,19 @@ impl Config {
                 .drain_timeout_secs
                 .or(file.drain_timeout_secs)
                 .unwrap_or(30),
+            feature_store: args
+                .feature_store
+                .or(file.feature_store)
+                .unwrap_or_else(|| "memory".into()),
+            feature_views: args.feature_views.or(file.feature_views),
+            kafka_brokers: args
+                .kafka_brokers
+                .or(file.kafka_brokers)
+                .filter(|b| !b.trim().is_empty()),
+            kafka_group: args
+                .kafka_group
+                .or(file.kafka_group)
+                .unwrap_or_else(|| "inferd-features".into()),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -173,6 +215,18 @@ impl Config {
             self.max_request_bytes >= 1024,
             "max_request_bytes must be at least 1024"
         );
+        anyhow::ensure!(
+            self.feature_store == "memory" || self.feature_store.starts_with("redis"),
+            "feature_store '{}' must be 'memory' or a redis:// URL",
+            self.feature_store
+        );
+        if let Some(f) = &self.feature_views {
+            anyhow::ensure!(
+                f.is_file(),
+                "feature-view file {} does not exist",
+                f.display()
+            );
+        }
         Ok(())
     }
 }

@@ -1,11 +1,12 @@
 //! The server's error type and its one mapping to HTTP statuses and gRPC codes.
 //!
-//! Every `models::Error` and `vector::Error` variant is matched explicitly (no `_` arm), so a
-//! new variant must be mapped on purpose.
+//! Every `models::Error`, `vector::Error` and `feature_store::Error` variant is matched
+//! explicitly (no `_` arm), so a new variant must be mapped on purpose.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use feature_store::Error as FeatureError;
 use models::Error as ModelError;
 use vector::Error as VectorError;
 
@@ -15,6 +16,8 @@ pub enum ApiError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Vector(#[from] VectorError),
+    #[error(transparent)]
+    Features(#[from] FeatureError),
     /// Malformed request: JSON, protobuf, binary framing, parameters.
     #[error("{0}")]
     BadRequest(String),
@@ -62,6 +65,21 @@ impl ApiError {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
             },
+            ApiError::Features(e) => match e {
+                FeatureError::ViewNotFound(_) | FeatureError::FeatureNotFound { .. } => {
+                    StatusCode::NOT_FOUND
+                }
+                FeatureError::InvalidView { .. }
+                | FeatureError::InvalidRequest(_)
+                | FeatureError::Config(_) => StatusCode::BAD_REQUEST,
+                FeatureError::MissingFeature { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                FeatureError::Unavailable(_) | FeatureError::Kafka(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                FeatureError::Store(_) | FeatureError::Io { .. } => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -104,6 +122,17 @@ impl ApiError {
                     tonic::Code::Internal
                 }
             },
+            ApiError::Features(e) => match e {
+                FeatureError::ViewNotFound(_) | FeatureError::FeatureNotFound { .. } => {
+                    tonic::Code::NotFound
+                }
+                FeatureError::InvalidView { .. }
+                | FeatureError::InvalidRequest(_)
+                | FeatureError::Config(_) => tonic::Code::InvalidArgument,
+                FeatureError::MissingFeature { .. } => tonic::Code::FailedPrecondition,
+                FeatureError::Unavailable(_) | FeatureError::Kafka(_) => tonic::Code::Unavailable,
+                FeatureError::Store(_) | FeatureError::Io { .. } => tonic::Code::Internal,
+            },
             ApiError::BadRequest(_) => tonic::Code::InvalidArgument,
             ApiError::PayloadTooLarge { .. } => tonic::Code::ResourceExhausted,
             ApiError::NotFound(_) => tonic::Code::NotFound,
@@ -119,7 +148,7 @@ impl ApiError {
                 ModelError::QueueFull { .. }
                     | ModelError::ShuttingDown(_)
                     | ModelError::NotReady { .. }
-            )
+            ) | ApiError::Features(FeatureError::Unavailable(_))
         )
         .then_some(1)
     }

@@ -31,6 +31,9 @@ pub struct InferRequest {
     pub inputs: Vec<(String, Tensor)>,
     /// Outputs asked for, by name; empty = every output.
     pub outputs: Vec<String>,
+    /// The request parameters that are not reserved: entity keys for feature enrichment
+    /// (`crate::enrich`), and the client's own.
+    pub parameters: Vec<(String, ParamValue)>,
 }
 
 #[derive(Debug)]
@@ -42,6 +45,8 @@ pub struct InferResponse {
     pub outputs: Vec<(String, Tensor)>,
     pub timing: Timing,
     pub batch_rows: usize,
+    /// Response parameters: what feature enrichment filled in and defaulted.
+    pub parameters: Vec<(String, ParamValue)>,
 }
 
 /// A request parameter value, whatever the transport's encoding.
@@ -73,7 +78,7 @@ impl InferRequest {
                     "parameter '{name}': sequence batching is not supported by inferd"
                 )));
             }
-            _ => {}
+            _ => self.parameters.push((name.to_owned(), value)),
         }
         Ok(())
     }
@@ -95,7 +100,7 @@ fn bad_param(name: &str, what: &str) -> ApiError {
 }
 
 /// Runs one request: resolve the version, check it, queue it, wait for the batch.
-pub async fn infer(state: &AppState, req: InferRequest) -> ApiResult<InferResponse> {
+pub async fn infer(state: &AppState, mut req: InferRequest) -> ApiResult<InferResponse> {
     if state.is_draining() {
         return Err(ApiError::Unavailable("the server is shutting down".into()));
     }
@@ -104,6 +109,12 @@ pub async fn infer(state: &AppState, req: InferRequest) -> ApiResult<InferRespon
     let served: Arc<ServedVersion> = state.repo.get(&req.model, req.version.as_deref())?;
     // Experiment routing (arm choice, shadow copies) and feature enrichment (entity keys →
     // online store) plug in here, before the job is queued.
+    let parameters = match &state.features {
+        Some(fs) if !served.config.features.inputs.is_empty() => {
+            crate::enrich::enrich(fs, &served, &mut req).await?
+        }
+        _ => Vec::new(),
+    };
     let selected = select_outputs(&served, &req.outputs)?;
     let rx = served.submit(req.inputs, req.priority, req.timeout)?;
     let out = rx.await?;
@@ -122,6 +133,7 @@ pub async fn infer(state: &AppState, req: InferRequest) -> ApiResult<InferRespon
         outputs,
         timing: out.timing,
         batch_rows: out.batch_rows,
+        parameters,
     })
 }
 

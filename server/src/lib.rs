@@ -9,9 +9,13 @@
 //! - [`infer`]: one inference request through the request path, transport-neutral.
 //! - [`http`]: REST on axum — KServe V2 under `/v2` (`http::v2`), JSON and binary tensors
 //!   (`http::codec`), and `/metrics` on the metrics port.
-//!   Vector collections under `/api/collections` (`http::collections`).
+//!   Vector collections under `/api/collections` (`http::collections`); the online feature
+//!   store under `/api/feature-views` and `/api/features` (`http::features`).
 //! - [`grpc`]: `inference.GRPCInferenceService` on tonic (`grpc::convert` for tensors);
-//!   `inferd.v1.Collections` (`grpc::collections`).
+//!   `inferd.v1.Collections` (`grpc::collections`); `inferd.v1.FeatureStore`
+//!   (`grpc::features`).
+//! - [`enrich`]: feature enrichment — model inputs filled from the online feature store by
+//!   entity key.
 //! - [`triton`]: Triton's model-config and statistics views, for both transports.
 //! - [`uploads`]: one model upload (stream, digest, version, validation), for both transports.
 //! - [`error`]: [`error::ApiError`] and its one mapping to HTTP statuses and gRPC codes.
@@ -21,6 +25,7 @@
 
 pub mod config;
 pub mod embedder;
+pub mod enrich;
 pub mod error;
 pub mod grpc;
 pub mod http;
@@ -38,6 +43,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
+use feature_store::FeatureStore;
+use feature_store::ingest::kafka::{Ingester, KafkaConfig};
+use feature_store::ingest::metrics::IngestMetrics;
+use feature_store::registry::ViewRegistry;
+use feature_store::store::OnlineStore;
 use models::metrics::Metrics;
 use models::repository::{Repository, RepositoryOptions};
 use tokio::net::TcpListener;
@@ -124,11 +134,13 @@ pub async fn serve(
     let metrics = Metrics::new(&registry).context("registering metrics")?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let repo = Arc::new(Repository::new(RepositoryOptions { root, cores }, metrics));
+    let (features, ingester) = open_features(&cfg, &registry).await?;
     let state = Arc::new(AppState::new(
         Arc::clone(&repo),
         registry,
         cfg.max_request_bytes,
         cfg.max_upload_bytes,
+        Some(Arc::clone(&features)),
     ));
 
     // Vector collections: loaded (snapshot + log replayed, indexes built) before the ports open.
@@ -169,10 +181,15 @@ pub async fn serve(
     let http = tokio::spawn(
         axum::serve(
             http_l.tap_io(nodelay),
-            http::router(Arc::clone(&state)).merge(http::collections::router_with_limit(
-                Arc::clone(&collections),
-                cfg.max_request_bytes,
-            )),
+            http::router(Arc::clone(&state))
+                .merge(http::collections::router_with_limit(
+                    Arc::clone(&collections),
+                    cfg.max_request_bytes,
+                ))
+                .merge(http::features::router_with_limit(
+                    Arc::clone(&features),
+                    cfg.max_request_bytes,
+                )),
         )
         .with_graceful_shutdown(stopped(stop_rx.clone()))
         .into_future(),
@@ -191,6 +208,10 @@ pub async fn serve(
             .add_service(grpc::registry::RegistryService::server(Arc::clone(&state)))
             .add_service(grpc::collections::CollectionsService::server(
                 Arc::clone(&collections),
+                cfg.max_request_bytes,
+            ))
+            .add_service(grpc::features::FeatureStoreService::server(
+                Arc::clone(&features),
                 cfg.max_request_bytes,
             ))
             .serve_with_incoming_shutdown(
@@ -234,9 +255,51 @@ pub async fn serve(
             "drain timeout passed with requests still in flight"
         );
     }
+    if let Some(i) = ingester {
+        i.shutdown().await;
+    }
     loader.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The online feature store: views from `--feature-views` and the API, the store
+/// (`--feature-store`), and with `--kafka-brokers` the ingester of the views' topics.
+async fn open_features(
+    cfg: &Config,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<(Arc<FeatureStore>, Option<Ingester>)> {
+    let file_views = match &cfg.feature_views {
+        Some(path) => feature_store::view::ViewsFile::load(path)?,
+        None => Vec::new(),
+    };
+    let views = Arc::new(ViewRegistry::new(file_views, Some(&cfg.data_dir))?);
+    let store: Arc<dyn OnlineStore> = if cfg.feature_store == "memory" {
+        Arc::new(feature_store::store::memory::MemoryStore::new())
+    } else {
+        let redis = feature_store::store::redis::RedisStore::open(&cfg.feature_store, "inferd")?;
+        if let Err(e) = redis.ping().await {
+            tracing::warn!(error = %e, "the online store is not reachable yet: feature reads fail until it is");
+        }
+        Arc::new(redis)
+    };
+    tracing::info!(
+        store = store.kind(),
+        views = views.snapshot().iter().count(),
+        "feature store"
+    );
+    let ingester = match &cfg.kafka_brokers {
+        Some(brokers) => {
+            let mut k = KafkaConfig::new(brokers.clone());
+            k.group_id = cfg.kafka_group.clone();
+            let metrics = IngestMetrics::new(registry).context("registering ingest metrics")?;
+            let i = Ingester::start(k, Arc::clone(&views), Arc::clone(&store), metrics)?;
+            tracing::info!(%brokers, group = %cfg.kafka_group, "feature ingestion from Kafka started");
+            Some(i)
+        }
+        None => None,
+    };
+    Ok((Arc::new(FeatureStore::new(views, store)), ingester))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use feature_store::FeatureStore;
 use models::repository::Repository;
 
 pub struct AppState {
@@ -10,6 +11,8 @@ pub struct AppState {
     pub registry: prometheus::Registry,
     pub max_request_bytes: usize,
     pub max_upload_bytes: u64,
+    /// The online feature store, for feature enrichment (`None`: requests are not enriched).
+    pub features: Option<Arc<FeatureStore>>,
     /// Initial model loading is done.
     loaded: AtomicBool,
     /// SIGTERM received: refuse new work, finish what is in flight.
@@ -35,12 +38,14 @@ impl AppState {
         registry: prometheus::Registry,
         max_request_bytes: usize,
         max_upload_bytes: u64,
+        features: Option<Arc<FeatureStore>>,
     ) -> Self {
         AppState {
             repo,
             registry,
             max_request_bytes,
             max_upload_bytes,
+            features,
             loaded: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         }

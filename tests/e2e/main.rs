@@ -8,6 +8,7 @@ mod batching;
 mod collections;
 mod common;
 mod embeddings;
+mod features;
 mod grpc;
 mod overload;
 mod quickstart;

@@ -135,7 +135,25 @@ pub fn response(r: InferResponse) -> pb::ModelInferResponse {
         model_name: r.model_name,
         model_version: r.model_version,
         id: r.id.unwrap_or_default(),
-        parameters: Default::default(),
+        parameters: r
+            .parameters
+            .into_iter()
+            .map(|(k, v)| {
+                let choice = match v {
+                    ParamValue::Bool(b) => ParameterChoice::BoolParam(b),
+                    ParamValue::Int(i) => ParameterChoice::Int64Param(i),
+                    ParamValue::Uint(u) => ParameterChoice::Uint64Param(u),
+                    ParamValue::Double(d) => ParameterChoice::DoubleParam(d),
+                    ParamValue::Str(s) => ParameterChoice::StringParam(s),
+                };
+                (
+                    k,
+                    pb::InferParameter {
+                        parameter_choice: Some(choice),
+                    },
+                )
+            })
+            .collect(),
         outputs,
         raw_output_contents: raw,
     }

@@ -4,6 +4,7 @@
 
 pub mod collections;
 pub mod convert;
+pub mod features;
 pub mod registry;
 
 use std::pin::Pin;

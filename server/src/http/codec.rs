@@ -234,6 +234,16 @@ fn param(name: &str, v: serde_json::Value) -> ApiResult<ParamValue> {
     })
 }
 
+fn param_json(v: &ParamValue) -> serde_json::Value {
+    match v {
+        ParamValue::Bool(b) => (*b).into(),
+        ParamValue::Int(i) => (*i).into(),
+        ParamValue::Uint(u) => (*u).into(),
+        ParamValue::Double(d) => (*d).into(),
+        ParamValue::Str(s) => s.as_str().into(),
+    }
+}
+
 /// Decodes a JSON `data` array (flat or nested) into packed elements of `dt`.
 fn decode_json_data(name: &str, dt: DataType, raw: &RawValue) -> ApiResult<TensorData> {
     let mut sink = Sink {
@@ -425,6 +435,8 @@ struct JsonResponse<'a> {
     model_version: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<serde_json::Map<String, serde_json::Value>>,
     outputs: Vec<JsonOutTensor<'a>>,
 }
 
@@ -520,6 +532,12 @@ pub fn encode_response(resp: &InferResponse, enc: &OutputEncoding) -> Response {
         model_name: &resp.model_name,
         model_version: &resp.model_version,
         id: resp.id.as_deref(),
+        parameters: (!resp.parameters.is_empty()).then(|| {
+            resp.parameters
+                .iter()
+                .map(|(k, v)| (k.clone(), param_json(v)))
+                .collect()
+        }),
         outputs,
     };
     let mut buf = Vec::with_capacity(256 + binary_len);

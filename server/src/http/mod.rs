@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod collections;
 pub mod embeddings;
+pub mod features;
 pub mod models;
 pub mod v2;
 
