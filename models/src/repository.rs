@@ -329,15 +329,8 @@ impl Repository {
     /// (Re)loads one model from disk. A version that fails to reload keeps serving its
     /// previous load. Blocking.
     pub fn load_model(&self, name: &str) -> Result<()> {
-        let dir = self.model_dir(name)?;
-        if !dir.is_dir() {
-            return Err(Error::ModelNotFound(name.to_owned()));
-        }
-        let lock = self.model_lock(name);
-        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = self.sync(
+        let entry = self.update(
             name,
-            &dir,
             Sync {
                 reload: true,
                 ..Default::default()
@@ -798,20 +791,24 @@ impl Repository {
         }
     }
 
-    /// Points `alias` at `version`. The version must be READY; it is loaded first if
-    /// needed, then the alias moves in one atomic swap, so no request sees it half-done.
-    pub fn set_alias(&self, name: &str, alias: &str, version: u64) -> Result<Arc<ModelEntry>> {
-        registry::validate_alias(alias)?;
+    /// Runs `op` on an existing model under its lock.
+    fn update(&self, name: &str, op: Sync<'_>) -> Result<Arc<ModelEntry>> {
         let dir = self.model_dir(name)?;
         if !dir.is_dir() {
             return Err(Error::ModelNotFound(name.to_owned()));
         }
         let lock = self.model_lock(name);
         let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.sync(name, &dir, op)
+    }
+
+    /// Points `alias` at `version`. The version must be READY; it is loaded first if
+    /// needed, then the alias moves in one atomic swap, so no request sees it half-done.
+    pub fn set_alias(&self, name: &str, alias: &str, version: u64) -> Result<Arc<ModelEntry>> {
+        registry::validate_alias(alias)?;
         let (model, alias_name) = (name.to_owned(), alias.to_owned());
-        self.sync(
+        self.update(
             name,
-            &dir,
             Sync {
                 change: Box::new(move |m, disk| {
                     match m.versions.get(&version) {
@@ -840,16 +837,9 @@ impl Repository {
 
     /// Removes an alias; requests that used it get 404 afterwards.
     pub fn delete_alias(&self, name: &str, alias: &str) -> Result<Arc<ModelEntry>> {
-        let dir = self.model_dir(name)?;
-        if !dir.is_dir() {
-            return Err(Error::ModelNotFound(name.to_owned()));
-        }
-        let lock = self.model_lock(name);
-        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
         let (model, alias_name) = (name.to_owned(), alias.to_owned());
-        self.sync(
+        self.update(
             name,
-            &dir,
             Sync {
                 change: Box::new(move |m, _| {
                     m.aliases
@@ -1099,24 +1089,9 @@ impl Repository {
         let out = served
             .submit(vec![(candle::INPUT.to_owned(), tensor)], None, None)?
             .wait()?;
-        let (_, shape, data) = out
-            .outputs
-            .into_iter()
-            .next()
-            .expect("one output")
-            .into_parts();
-        let TensorData::Raw(bytes) = data else {
-            unreachable!("embeddings are FP32")
-        };
-        let dim = shape[1] as usize;
-        Ok(bytes
-            .chunks_exact(dim * 4)
-            .map(|row| {
-                row.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                    .collect()
-            })
-            .collect())
+        Ok(out.outputs[0]
+            .f32_rows()
+            .expect("embeddings are FP32 [n, dim]"))
     }
 
     /// Every ready version, for statistics.

@@ -174,6 +174,25 @@ impl Tensor {
         out
     }
 
+    /// The rows of a 2-D FP32 tensor; `None` for any other datatype or rank.
+    pub fn f32_rows(&self) -> Option<Vec<Vec<f32>>> {
+        let (TensorData::Raw(b), DataType::Fp32, &[_, dim]) =
+            (&self.data, self.datatype, &self.shape[..])
+        else {
+            return None;
+        };
+        let dim = usize::try_from(dim).ok()?.max(1);
+        Some(
+            b.chunks_exact(dim * 4)
+                .map(|row| {
+                    row.chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect()
+                })
+                .collect(),
+        )
+    }
+
     /// Concatenates tensors of one datatype along the first dimension. The caller has checked
     /// that the remaining dimensions agree (the batcher only groups such requests).
     pub fn concat(parts: &[&Tensor]) -> Tensor {
@@ -314,6 +333,17 @@ mod tests {
         ));
         assert!(Tensor::new(DataType::Bytes, vec![2], TensorData::Bytes(vec![vec![1]])).is_err());
         assert!(Tensor::new(DataType::Fp32, vec![0, 4], TensorData::Raw(vec![])).is_ok());
+    }
+
+    #[test]
+    fn f32_rows_of_a_matrix_only() {
+        assert_eq!(
+            f32s(vec![2, 2], &[1.0, 2.0, 3.0, 4.0]).f32_rows(),
+            Some(vec![vec![1.0, 2.0], vec![3.0, 4.0]])
+        );
+        assert_eq!(f32s(vec![4], &[1.0, 2.0, 3.0, 4.0]).f32_rows(), None);
+        let ints = Tensor::new(DataType::Int32, vec![1, 1], TensorData::Raw(vec![0; 4])).unwrap();
+        assert_eq!(ints.f32_rows(), None);
     }
 
     #[test]

@@ -111,26 +111,12 @@ pub async fn embeddings(
         Some(&counts),
     )?;
     let out = rx.await?;
-    let (_, shape, data) = out
-        .outputs
+    let data: Vec<Value> = out.outputs[0]
+        .f32_rows()
+        .expect("embeddings are FP32 [n, dim]")
         .into_iter()
-        .next()
-        .expect("one output")
-        .into_parts();
-    let TensorData::Raw(raw) = data else {
-        unreachable!("embeddings are FP32")
-    };
-    let dim = shape[1] as usize;
-    let data: Vec<Value> = raw
-        .chunks_exact(dim * 4)
         .enumerate()
-        .map(|(i, row)| {
-            let v: Vec<f32> = row
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                .collect();
-            json!({ "object": "embedding", "index": i, "embedding": v })
-        })
+        .map(|(i, v)| json!({ "object": "embedding", "index": i, "embedding": v }))
         .collect();
     let tokens: usize = counts.iter().map(|c| c.tokens).sum();
     let truncated = counts.iter().filter(|c| c.truncated).count();
