@@ -102,7 +102,8 @@ pub struct JobOutput {
 /// Dropping it before the result arrives (the client went away) wakes the workers, which
 /// drop the request from the queue instead of running it.
 pub struct JobReceiver {
-    rx: oneshot::Receiver<Result<JobOutput>>,
+    /// `None` once the result was taken or the receiver given up.
+    rx: Option<oneshot::Receiver<Result<JobOutput>>>,
     shared: Arc<Shared>,
     done: bool,
 }
@@ -112,7 +113,11 @@ impl Future for JobReceiver {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let out = ready!(Pin::new(&mut this.rx).poll(cx));
+        let rx = this
+            .rx
+            .as_mut()
+            .expect("JobReceiver polled after completion");
+        let out = ready!(Pin::new(rx).poll(cx));
         this.done = true;
         Poll::Ready(out.unwrap_or_else(|_| {
             Err(Error::Execution {
@@ -134,7 +139,7 @@ impl std::fmt::Debug for JobReceiver {
 impl JobReceiver {
     /// Waits for the result on a thread outside any async runtime.
     pub fn wait(mut self) -> Result<JobOutput> {
-        let rx = std::mem::replace(&mut self.rx, oneshot::channel().1);
+        let rx = self.rx.take().expect("a JobReceiver is waited on once");
         self.done = true;
         rx.blocking_recv().unwrap_or_else(|_| {
             Err(Error::Execution {
@@ -148,6 +153,11 @@ impl JobReceiver {
 impl Drop for JobReceiver {
     fn drop(&mut self) {
         if !self.done {
+            // Close the channel first, so the woken worker sees the request abandoned, then
+            // pass through the queue's lock before notifying: a worker between its check and
+            // its wait holds that lock, so it cannot miss the wake-up.
+            drop(self.rx.take());
+            drop(self.shared.lock());
             self.shared.wake.notify_all();
         }
     }
@@ -273,7 +283,7 @@ impl Batcher {
         s.metrics.pending.inc();
         s.wake.notify_one();
         Ok(JobReceiver {
-            rx,
+            rx: Some(rx),
             shared: Arc::clone(&self.shared),
             done: false,
         })
