@@ -18,10 +18,9 @@ use models::backends::onnx::OnnxOptions;
 use models::config::{CandleConfig, Execution};
 
 fn minilm_dir() -> PathBuf {
-    let cache = std::env::var_os("INFERD_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/inferd"));
-    cache.join("models/all-MiniLM-L6-v2/1")
+    models::cache_dir()
+        .expect("INFERD_CACHE or HOME")
+        .join("models/all-MiniLM-L6-v2/1")
 }
 
 fn sentences() -> Vec<String> {

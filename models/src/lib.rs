@@ -34,6 +34,16 @@ pub mod stats;
 pub mod tensor;
 
 pub use datatype::DataType;
+
+/// Where inferd's scripts install what it needs (the ONNX Runtime venv, model files):
+/// `INFERD_CACHE`, else `~/.cache/inferd`.
+pub fn cache_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("INFERD_CACHE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/inferd"))
+        })
+}
 pub use error::{Error, Result};
 pub use model::Model;
 pub use signature::{Signature, TensorSpec};

@@ -84,10 +84,7 @@ fn unpack_examples(data_dir: &Path) -> anyhow::Result<PathBuf> {
     }
     // The sentence encoder is too large to embed (90 MB); scripts/setup.sh fetches it into
     // the cache, and the examples serve it from there when it is present.
-    let cache = std::env::var_os("INFERD_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/inferd")));
-    if let Some(minilm) = cache.map(|c| c.join("models/all-MiniLM-L6-v2/1")) {
+    if let Some(minilm) = models::cache_dir().map(|c| c.join("models/all-MiniLM-L6-v2/1")) {
         let link = root.join("all-MiniLM-L6-v2/1");
         if minilm.join("model.safetensors").is_file() && !link.exists() {
             std::fs::create_dir_all(root.join("all-MiniLM-L6-v2"))?;

@@ -12,10 +12,9 @@ use crate::common::{self, Server};
 
 /// The model files, unpacked by scripts/setup.sh (scripts/fetch_minilm.sh).
 fn minilm_dir() -> PathBuf {
-    let cache = std::env::var_os("INFERD_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/inferd"));
-    let dir = cache.join("models/all-MiniLM-L6-v2/1");
+    let dir = models::cache_dir()
+        .expect("INFERD_CACHE or HOME")
+        .join("models/all-MiniLM-L6-v2/1");
     assert!(
         dir.join("model.safetensors").is_file(),
         "{} is missing: run scripts/setup.sh",

@@ -8,11 +8,7 @@ use crate::common::{self, Server};
 #[tokio::test]
 async fn a_paraphrase_finds_its_sentence_first() {
     let repo = tempfile::tempdir().unwrap();
-    let cache = std::env::var_os("INFERD_CACHE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/inferd")
-        });
+    let cache = models::cache_dir().expect("INFERD_CACHE or HOME");
     std::fs::create_dir_all(repo.path().join("minilm")).unwrap();
     std::os::unix::fs::symlink(
         cache.join("models/all-MiniLM-L6-v2/1"),

@@ -72,10 +72,7 @@ fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
             )))
         };
     }
-    let cache = std::env::var_os("INFERD_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/inferd")));
-    if let Some(lib) = cache.and_then(|c| find_in_venv(&c.join("venv"))) {
+    if let Some(lib) = crate::cache_dir().and_then(|c| find_in_venv(&c.join("venv"))) {
         return Ok(lib);
     }
     Err(missing(
