@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """hnswlib and faiss (IndexHNSWFlat) on the data set `cargo bench --bench vector_ann` wrote,
-with the same m / ef_construction / ef sweep, then one markdown table with inferd's results.
+with the same metric / m / ef_construction / ef sweep, then one markdown table with inferd's
+results.
 
-Reads base.npy, queries.npy, gt.npy and inferd.json from ~/.cache/inferd/bench/vector (or
-$BENCH_VECTOR_DIR). Builds use every core (as inferd's do); queries run on one thread, as one
-batch per ef (no Python call per query), recall@10 against the brute-force ground truth.
+`peers.py DIR` reads base.npy, queries.npy, gt.npy and inferd.json from DIR (one set's
+directory, e.g. ~/.cache/inferd/bench/vector/synthetic). Builds use every core (as inferd's
+do); queries run on one thread, as one batch per ef (no Python call per query), recall@10
+against the brute-force ground truth. Cosine sets hold unit vectors, so faiss searches them by
+inner product.
 """
 
 import json
@@ -22,10 +25,10 @@ def recall(ids: np.ndarray, gt: np.ndarray) -> float:
     return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / K for a, b in zip(ids, gt)]))
 
 
-def run_hnswlib(base, queries, gt, m, efc, efs, threads):
+def run_hnswlib(base, queries, gt, metric, m, efc, efs, threads):
     import hnswlib
 
-    idx = hnswlib.Index(space="l2", dim=base.shape[1])
+    idx = hnswlib.Index(space={"l2": "l2", "cosine": "cosine", "dot": "ip"}[metric], dim=base.shape[1])
     idx.init_index(max_elements=base.shape[0], ef_construction=efc, M=m, random_seed=100)
     idx.set_num_threads(threads)
     t = time.perf_counter()
@@ -44,10 +47,11 @@ def run_hnswlib(base, queries, gt, m, efc, efs, threads):
             "build_s": build, "sweep": sweep}
 
 
-def run_faiss(base, queries, gt, m, efc, efs, threads):
+def run_faiss(base, queries, gt, metric, m, efc, efs, threads):
     import faiss
 
-    idx = faiss.IndexHNSWFlat(base.shape[1], m)
+    kind = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    idx = faiss.IndexHNSWFlat(base.shape[1], m, kind)
     idx.hnsw.efConstruction = efc
     faiss.omp_set_num_threads(threads)
     t = time.perf_counter()
@@ -71,7 +75,10 @@ def at_target(r, target=0.95):
 
 
 def main() -> int:
-    d = Path(os.environ.get("BENCH_VECTOR_DIR", Path.home() / ".cache/inferd/bench/vector"))
+    if len(sys.argv) != 2:
+        print("usage: peers.py DIR (a set's directory, written by cargo bench --bench vector_ann)", file=sys.stderr)
+        return 2
+    d = Path(sys.argv[1])
     ours = json.loads((d / "inferd.json").read_text())
     base = np.load(d / "base.npy")
     queries = np.load(d / "queries.npy")
@@ -79,11 +86,15 @@ def main() -> int:
     m, efc, threads = ours["m"], ours["ef_construction"], ours["build_threads"]
     efs = [s["ef"] for s in ours["sweep"]]
     print(f"peers: {base.shape[0]} x {base.shape[1]}, m={m}, ef_construction={efc}", file=sys.stderr)
-    results = [ours, run_hnswlib(base, queries, gt, m, efc, efs, threads), run_faiss(base, queries, gt, m, efc, efs, threads)]
+    metric = ours["metric"]
+    results = [
+        ours,
+        run_hnswlib(base, queries, gt, metric, m, efc, efs, threads),
+        run_faiss(base, queries, gt, metric, m, efc, efs, threads),
+    ]
 
-    print(f"{base.shape[0]:,} × {base.shape[1]} clustered synthetic vectors (100 Gaussian clusters, seed fixed), "
-          f"{len(queries):,} queries, L2, recall@10 against brute force; m = {m}, ef_construction = {efc}; "
-          f"builds on {threads} threads, queries on 1 thread.")
+    print(f"{ours['about']}; {len(queries):,} queries, recall@10 against brute force; m = {m}, "
+          f"ef_construction = {efc}; builds on {threads} threads, queries on 1 thread.")
     print()
     print("| engine | build s | " + " | ".join(f"ef={e}" for e in efs) + " | QPS at recall@10 ≥ 0.95 |")
     print("|---|---:|" + "---:|" * len(efs) + "---:|")

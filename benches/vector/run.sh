@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Vector search benchmark: inferd's HNSW index (hnsw_rs) against hnswlib and faiss on the same
-# 100,000 × 128 clustered vectors, with the same m / ef_construction and ef sweep. Prints one
-# markdown table (recall@10 and single-thread QPS per ef, build time).
+# Vector search benchmark: inferd's HNSW index against hnswlib and faiss on the same vectors,
+# with the same metric, m / ef_construction and ef sweep, for two sets: 100,000 × 128 clustered
+# synthetic vectors (L2) and all-MiniLM-L6-v2 embeddings of the machine's Debian package
+# descriptions (384-d, cosine; skipped where there are no package lists). Prints one markdown
+# table per set (recall@10 and single-thread QPS per ef, build time).
 #
-#   benches/vector/run.sh            # BENCH_N, BENCH_Q, BENCH_M, BENCH_EFC to change the set-up
+#   benches/vector/run.sh                  # both sets
+#   BENCH_SETS=synthetic benches/vector/run.sh
+#   # BENCH_N, BENCH_Q, BENCH_M, BENCH_EFC change the set-up
 #
 # hnswlib and faiss-cpu come from PyPI into their own venv (~/.cache/inferd/bench-venv), so the
-# project's test venv stays as it is. Takes about 5 minutes on 2 cores.
+# project's test venv stays as it is. About 5 minutes per set on 2 cores, plus ~5 minutes the
+# first time to embed the Debian descriptions (cached after).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -17,5 +22,11 @@ if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import hnswlib, fai
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check numpy==2.2.6 hnswlib==0.8.0 faiss-cpu==1.15.1 >&2
 fi
-cargo bench --bench vector_ann >&2
-"$venv/bin/python" benches/vector/peers.py
+dir="${BENCH_VECTOR_DIR:-$INFERD_CACHE/bench/vector}"
+for set in ${BENCH_SETS:-synthetic debian}; do
+  BENCH_SET="$set" BENCH_VECTOR_DIR="$dir" cargo bench --bench vector_ann >&2
+  if [[ -f "$dir/$set/inferd.json" ]]; then
+    "$venv/bin/python" benches/vector/peers.py "$dir/$set"
+    echo
+  fi
+done

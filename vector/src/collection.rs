@@ -67,6 +67,9 @@ pub struct CollectionInfo {
     pub deleted: usize,
     /// Points in the HNSW graph (live and tombstones).
     pub indexed: usize,
+    /// Of those, the points in the frozen graph searches walk; the others (written since its
+    /// last freeze) are scanned exactly until the next one.
+    pub frozen: usize,
     /// Estimated resident memory: vectors (twice: the slot store and the graph's copy), graph
     /// links, payloads, the id map.
     pub memory_bytes: u64,
@@ -276,6 +279,7 @@ impl Collection {
         let items: Vec<(&[f32], usize)> = (0..st.len()).map(|s| (st.vector(s), s)).collect();
         index.insert(&items)?;
         drop(items);
+        index.freeze()?;
         tracing::info!(
             collection = name,
             points = st.len(),
@@ -336,8 +340,10 @@ impl Collection {
         let indexed = st.index.len();
         let dim = self.params.dim as u64;
         // hnsw_rs keeps per point a struct with 16 layer lists and an Arc'd, locked neighbour
-        // table (~0.5 KiB), and per link an Arc'd entry (~40 bytes); 2m links on layer 0.
-        let graph = indexed as u64 * (512 + 2 * self.params.m as u64 * 40 + dim * 4);
+        // table (~0.5 KiB), and per link an Arc'd entry (~40 bytes); 2m links on layer 0. The
+        // frozen copy searches walk holds 4 bytes per link.
+        let graph = indexed as u64 * (512 + 2 * self.params.m as u64 * 40 + dim * 4)
+            + st.index.frozen_bytes() as u64;
         let slots = st.len() as u64 * (dim * 4 + 64) + st.by_id.len() as u64 * 64;
         CollectionInfo {
             name: self.name.clone(),
@@ -345,6 +351,7 @@ impl Collection {
             points: st.len() - st.dead,
             deleted: st.dead,
             indexed,
+            frozen: st.index.frozen_len(),
             memory_bytes: graph + slots + st.payload_bytes as u64,
             rebuilding: self.rebuilding.load(Ordering::Relaxed),
             operation_id: seq,
@@ -631,14 +638,13 @@ impl Collection {
         if exact {
             return Ok(self.exact(st, q, k, pass));
         }
-        // Points written but not yet in the graph (an insert in flight, or one that failed):
-        // the graph alone would miss them.
-        let indexed = st.index.len();
-        if indexed < n && self.needs_repair.load(Ordering::Acquire) {
+        // Points inserted since the graph was last frozen are scanned exactly by the index; but
+        // after a failed insert, the graph may lack points below that line too.
+        if self.needs_repair.load(Ordering::Acquire) {
             return Ok(self.exact(st, q, k, pass));
         }
         if filter.is_none() && st.dead == 0 {
-            return st.index.search(q, k, ef, None);
+            return st.index.search(&st.vectors, q, k, ef, None);
         }
         // The share of slots that pass (liveness and filter), estimated on a sample.
         let share = if filter.is_none() {
@@ -659,16 +665,15 @@ impl Collection {
         let hits = if share >= POST_FILTER_ABOVE {
             // Most points pass: walk the graph unfiltered (it stops early), wider, then filter.
             let wide = ((ef as f64 / share).ceil() as usize).clamp(ef, MAX_EF);
-            let mut hits = st.index.search(q, wide, wide, None)?;
+            let mut hits = st.index.search(&st.vectors, q, wide, wide, None)?;
             hits.retain(|&(s, _)| pass(s));
             hits.truncate(k);
             hits
         } else {
-            // hnsw_rs only collects passing points, so `ef` counts matches; widen it too, as
-            // the walk must cross non-matching regions.
+            // Only passing points are collected, so `ef` counts matches; widen it too, as the
+            // walk must cross non-matching regions.
             let wide = (ef * 2).min(MAX_EF);
-            let f = |s: &usize| pass(*s);
-            st.index.search(q, k, wide, Some(&f))?
+            st.index.search(&st.vectors, q, k, wide, Some(&pass))?
         };
         if hits.len() < k && expected >= hits.len() as f64 {
             // Fewer than k found though more may pass: the exact answer is cheap enough here.
@@ -705,6 +710,25 @@ impl Collection {
         let st = self.read();
         st.dead >= self.thresholds.compact_min_dead.max(1)
             && st.dead as f64 >= self.thresholds.compact_dead_fraction * st.len() as f64
+    }
+
+    /// Whether enough points were inserted since the graph searches walk was last frozen.
+    pub fn needs_freeze(&self) -> bool {
+        self.read().index.needs_freeze()
+    }
+
+    /// Freezes the graph again (see [`Index::freeze`]); searches and writes go on meanwhile.
+    pub fn freeze(&self) -> Result<()> {
+        let index = Arc::clone(&self.read().index);
+        let started = Instant::now();
+        index.freeze()?;
+        tracing::debug!(
+            collection = %self.name,
+            points = index.frozen_len(),
+            secs = started.elapsed().as_secs_f64(),
+            "graph frozen"
+        );
+        Ok(())
     }
 
     pub fn needs_snapshot(&self) -> bool {
@@ -745,7 +769,7 @@ impl Collection {
         // 2. The new graph, with no lock held.
         let index = Arc::new(Index::new(&self.params, old_slots.len()));
         let items: Vec<(&[f32], usize)> = vectors.chunks_exact(dim).zip(0..).collect();
-        let built = index.insert(&items);
+        let built = index.insert(&items).and_then(|()| index.freeze());
         drop(items);
         if let Err(e) = built {
             self.needs_repair.store(true, Ordering::Release);

@@ -5,10 +5,11 @@
 //! # Layout
 //!
 //! - [`store`]: [`Store`], the collections under one directory; create, list, delete; the
-//!   maintenance thread that compacts and snapshots.
+//!   maintenance thread that freezes graphs, compacts and snapshots.
 //! - [`collection`]: [`Collection`]: slots, tombstones, upsert / delete / get, the query
 //!   planner (graph, filtered graph, exact scan) and the background rebuild (compaction).
-//! - [`index`]: the hnsw_rs graph behind a panic-proof API.
+//! - [`index`]: the HNSW index: hnsw_rs builds the graph, behind a panic-proof API.
+//! - [`graph`]: the frozen flat copy of the graph that searches walk.
 //! - [`distance`]: SIMD distance kernels, the graph's distance, input checks.
 //! - [`filter`]: payload filters (must / should / must_not, match, range, ...).
 //! - [`search`]: search requests and results, top-k.
@@ -29,6 +30,7 @@ pub mod distance;
 pub mod embed;
 pub mod error;
 pub mod filter;
+pub mod graph;
 pub mod index;
 pub mod metrics;
 pub mod point;

@@ -29,8 +29,9 @@ use crate::wal::sync_dir;
 /// Tuning of the background work.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// Run the maintenance thread (compactions, periodic snapshots). Tests turn it off and call
-    /// [`Collection::compact`] / [`Collection::snapshot`] themselves.
+    /// Run the maintenance thread (graph freezes, compactions, periodic snapshots). Tests turn
+    /// it off and call [`Collection::freeze`] / [`Collection::compact`] /
+    /// [`Collection::snapshot`] themselves.
     pub background: bool,
     /// How often the maintenance thread looks at the collections.
     pub maintenance_interval: Duration,
@@ -104,6 +105,11 @@ impl Inner {
                 && let Err(e) = c.compact()
             {
                 tracing::warn!(collection = c.name(), error = %e, "compaction failed");
+            }
+            if c.needs_freeze()
+                && let Err(e) = c.freeze()
+            {
+                tracing::warn!(collection = c.name(), error = %e, "freezing the graph failed");
             }
             if c.needs_snapshot()
                 && let Err(e) = c.snapshot()
@@ -289,7 +295,7 @@ impl Store {
     pub fn upsert(&self, name: &str, points: Vec<PointInput>) -> Result<UpdateResult> {
         let c = self.inner.get(name)?;
         let r = c.upsert(points);
-        if c.needs_compaction() {
+        if c.needs_compaction() || c.needs_freeze() {
             self.nudge();
         }
         r

@@ -141,6 +141,7 @@ pub fn point(i: usize, v: &[f32]) -> PointInput {
     )
 }
 
+/// Upserts `data` (ids = positions) in batches of 1,000, then freezes the graph.
 pub fn upsert_all(store: &Store, name: &str, data: &[Vec<f32>]) {
     for (b, chunk) in data.chunks(1000).enumerate() {
         let pts = chunk
@@ -150,4 +151,9 @@ pub fn upsert_all(store: &Store, name: &str, data: &[Vec<f32>]) {
             .collect();
         store.upsert(name, pts).unwrap();
     }
+    // What the maintenance thread (off in these tests) does after a bulk load: searches then
+    // walk the graph instead of scanning the new points.
+    store.collection(name).unwrap().freeze().unwrap();
+    let info = store.info(name).unwrap();
+    assert_eq!(info.frozen, info.indexed, "the whole graph is frozen");
 }
