@@ -30,7 +30,7 @@ use vector::index::Index;
 /// The synthetic set's dimension.
 const DIM: usize = 128;
 const K: usize = 10;
-const EFS: &[usize] = &[16, 32, 64, 128, 192, 256, 384];
+const EFS: &[usize] = &[16, 24, 32, 48, 64, 96, 128, 192, 256];
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -364,8 +364,9 @@ fn main() {
     index.freeze().unwrap();
     let build = t.elapsed().as_secs_f64();
     eprintln!(
-        "build: {build:.1} s (hnsw_rs inserts {inserted:.1} s, freeze {:.1} s)",
-        build - inserted
+        "build: {build:.1} s (hnsw_rs inserts {inserted:.1} s, freeze {:.1} s); {:.1} links per node on layer 0",
+        build - inserted,
+        index.mean_degree()
     );
 
     let mut rows = Vec::new();

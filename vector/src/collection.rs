@@ -70,8 +70,8 @@ pub struct CollectionInfo {
     /// Of those, the points in the frozen graph searches walk; the others (written since its
     /// last freeze) are scanned exactly until the next one.
     pub frozen: usize,
-    /// Estimated resident memory: vectors (twice: the slot store and the graph's copy), graph
-    /// links, payloads, the id map.
+    /// Estimated resident memory: vectors (three times: the slot store, hnsw_rs's copy and the
+    /// frozen graph's), graph links, payloads, the id map.
     pub memory_bytes: u64,
     /// A background rebuild (compaction) is running.
     pub rebuilding: bool,
@@ -341,7 +341,7 @@ impl Collection {
         let dim = self.params.dim as u64;
         // hnsw_rs keeps per point a struct with 16 layer lists and an Arc'd, locked neighbour
         // table (~0.5 KiB), and per link an Arc'd entry (~40 bytes); 2m links on layer 0. The
-        // frozen copy searches walk holds 4 bytes per link.
+        // frozen graph searches walk holds 4 bytes per link and its own copy of the vectors.
         let graph = indexed as u64 * (512 + 2 * self.params.m as u64 * 40 + dim * 4)
             + st.index.frozen_bytes() as u64;
         let slots = st.len() as u64 * (dim * 4 + 64) + st.by_id.len() as u64 * 64;
