@@ -368,6 +368,10 @@ impl Collection {
             .deleted
             .with_label_values(&l)
             .set(st.dead as i64);
+        self.metrics
+            .unfrozen
+            .with_label_values(&l)
+            .set(st.len().saturating_sub(st.index.frozen_len()) as i64);
     }
 
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
@@ -722,6 +726,11 @@ impl Collection {
         let index = Arc::clone(&self.read().index);
         let started = Instant::now();
         index.freeze()?;
+        self.metrics
+            .freezes
+            .with_label_values(&[self.name.as_str()])
+            .inc();
+        self.update_gauges(&self.read());
         tracing::debug!(
             collection = %self.name,
             points = index.frozen_len(),

@@ -14,6 +14,11 @@ pub struct Metrics {
     pub search_seconds: HistogramVec,
     /// Index rebuilds: compactions and repairs (`inferd_vector_rebuilds_total`).
     pub rebuilds: IntCounterVec,
+    /// Points written since the last freeze, searched by exact scan
+    /// (`inferd_vector_unfrozen_points`).
+    pub unfrozen: IntGaugeVec,
+    /// Graph freezes (`inferd_vector_freezes_total`).
+    pub freezes: IntCounterVec,
 }
 
 impl Metrics {
@@ -57,6 +62,20 @@ impl Metrics {
                 ),
                 l,
             )?,
+            unfrozen: IntGaugeVec::new(
+                Opts::new(
+                    "inferd_vector_unfrozen_points",
+                    "Points written since the graph was last frozen (searched by exact scan)",
+                ),
+                l,
+            )?,
+            freezes: IntCounterVec::new(
+                Opts::new(
+                    "inferd_vector_freezes_total",
+                    "Freezes of the graph searches walk (copy, refine, renumber)",
+                ),
+                l,
+            )?,
         };
         if let Some(r) = registry {
             r.register(Box::new(m.points.clone()))?;
@@ -64,6 +83,8 @@ impl Metrics {
             r.register(Box::new(m.searches.clone()))?;
             r.register(Box::new(m.search_seconds.clone()))?;
             r.register(Box::new(m.rebuilds.clone()))?;
+            r.register(Box::new(m.unfrozen.clone()))?;
+            r.register(Box::new(m.freezes.clone()))?;
         }
         Ok(m)
     }
@@ -75,5 +96,7 @@ impl Metrics {
         let _ = self.searches.remove_label_values(&[collection]);
         let _ = self.search_seconds.remove_label_values(&[collection]);
         let _ = self.rebuilds.remove_label_values(&[collection]);
+        let _ = self.unfrozen.remove_label_values(&[collection]);
+        let _ = self.freezes.remove_label_values(&[collection]);
     }
 }

@@ -1,5 +1,5 @@
 //! Restarts: the log alone, snapshot + log, a torn log tail, and the background thread that
-//! compacts and snapshots by itself.
+//! freezes, compacts and snapshots by itself.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -189,5 +189,55 @@ fn background_thread_compacts_and_snapshots() {
     assert!(
         !text.contains("collection=\"b\""),
         "a deleted collection's series go: {text}"
+    );
+}
+
+/// The maintenance thread freezes the graph once enough points arrived since the last freeze;
+/// until then (and for a few points after) they are found by the exact scan.
+#[test]
+fn background_thread_freezes_the_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::new(Some(&registry)).unwrap();
+    let opts = StoreOptions {
+        background: true,
+        maintenance_interval: Duration::from_millis(20),
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(dir.path(), Arc::new(NoEmbedder), metrics, opts).unwrap();
+    let data = common::clustered(9, 1_010, 8, 4);
+    common::create(&store, "f", 8, Metric::L2);
+    let points = |r: std::ops::Range<usize>| r.map(|i| common::point(i, &data[i])).collect();
+    store.upsert("f", points(0..1_000)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.info("f").unwrap().frozen < 1_000 {
+        assert!(
+            Instant::now() < deadline,
+            "never frozen: {:?}",
+            store.info("f")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Ten more: too few for a freeze, found at once all the same.
+    store.upsert("f", points(1_000..1_010)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let info = store.info("f").unwrap();
+    assert_eq!((info.indexed, info.frozen), (1_010, 1_000));
+    for (i, v) in data.iter().enumerate().skip(1_000) {
+        let hits = store
+            .search("f", SearchRequest::vector(v.clone(), 1))
+            .unwrap();
+        assert_eq!(hits[0].id, PointId::Num(i as u64));
+    }
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    assert!(
+        text.contains("inferd_vector_freezes_total{collection=\"f\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("inferd_vector_unfrozen_points{collection=\"f\"} 10"),
+        "{text}"
     );
 }
