@@ -183,13 +183,17 @@ impl Graph {
         dist: &IndexDistance,
         threads: usize,
     ) -> Graph {
-        let mut g = Graph::copy(hnsw, m, dim);
-        g.refine(dist, threads);
-        g.renumber()
+        Graph::copy(hnsw, m, dim).finish(dist, threads)
     }
 
-    /// The copy, in slot numbering (node `i` = slot `i`).
-    fn copy(hnsw: &Hnsw<'static, f32, IndexDistance>, m: usize, dim: usize) -> Graph {
+    /// Steps 2 and 3 of [`Graph::build`], which need hnsw_rs no more: inserts may go on.
+    pub fn finish(mut self, dist: &IndexDistance, threads: usize) -> Graph {
+        self.refine(dist, threads);
+        self.renumber()
+    }
+
+    /// Step 1 of [`Graph::build`]: the copy, in slot numbering (node `i` = slot `i`).
+    pub fn copy(hnsw: &Hnsw<'static, f32, IndexDistance>, m: usize, dim: usize) -> Graph {
         let m0 = (2 * m).min(MAX_LINKS);
         // (hnsw_rs's point iterator panics on an empty graph.)
         let points: Vec<_> = if hnsw.get_nb_point() == 0 {

@@ -110,12 +110,11 @@ impl Index {
     pub fn freeze(&self) -> Result<()> {
         let _one = self.freezing.lock().unwrap_or_else(|e| e.into_inner());
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let graph = {
+        let copy = {
             let _still = self.building.lock().unwrap_or_else(|e| e.into_inner());
-            guarded("freeze", || {
-                Graph::build(&self.hnsw, self.m, self.dim, &self.dist, threads)
-            })?
+            guarded("freeze", || Graph::copy(&self.hnsw, self.m, self.dim))?
         };
+        let graph = guarded("freeze", || copy.finish(&self.dist, threads))?;
         self.frozen.store(Arc::new(graph));
         Ok(())
     }

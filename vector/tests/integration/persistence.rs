@@ -137,20 +137,36 @@ fn a_torn_log_tail_is_dropped_and_the_rest_kept() {
     );
 }
 
-#[test]
-fn background_thread_compacts_and_snapshots() {
-    let dir = tempfile::tempdir().unwrap();
+/// A store with the maintenance thread on, every 20 ms, and its metrics' registry.
+fn background_store(dir: &std::path::Path, opts: StoreOptions) -> (Store, prometheus::Registry) {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(Some(&registry)).unwrap();
     let opts = StoreOptions {
         background: true,
         maintenance_interval: Duration::from_millis(20),
+        ..opts
+    };
+    let store = Store::open_with(dir, Arc::new(NoEmbedder), metrics, opts).unwrap();
+    (store, registry)
+}
+
+fn metrics_text(registry: &prometheus::Registry) -> String {
+    prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap()
+}
+
+#[test]
+fn background_thread_compacts_and_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
         snapshot_wal_bytes: 1 << 40,
         snapshot_interval: Duration::from_millis(200),
         compact_dead_fraction: 0.2,
         compact_min_dead: 10,
+        ..StoreOptions::default()
     };
-    let store = Store::open_with(dir.path(), Arc::new(NoEmbedder), metrics, opts).unwrap();
+    let (store, registry) = background_store(dir.path(), opts);
     let data = common::clustered(5, 300, 8, 3);
     common::create(&store, "b", 8, Metric::Cosine);
     common::upsert_all(&store, "b", &data);
@@ -171,9 +187,7 @@ fn background_thread_compacts_and_snapshots() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let text = prometheus::TextEncoder::new()
-        .encode_to_string(&registry.gather())
-        .unwrap();
+    let text = metrics_text(&registry);
     assert!(
         text.contains("inferd_vector_rebuilds_total{collection=\"b\"} 1"),
         "{text}"
@@ -183,9 +197,7 @@ fn background_thread_compacts_and_snapshots() {
         "{text}"
     );
     store.delete("b").unwrap();
-    let text = prometheus::TextEncoder::new()
-        .encode_to_string(&registry.gather())
-        .unwrap();
+    let text = metrics_text(&registry);
     assert!(
         !text.contains("collection=\"b\""),
         "a deleted collection's series go: {text}"
@@ -197,14 +209,7 @@ fn background_thread_compacts_and_snapshots() {
 #[test]
 fn background_thread_freezes_the_graph() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = prometheus::Registry::new();
-    let metrics = Metrics::new(Some(&registry)).unwrap();
-    let opts = StoreOptions {
-        background: true,
-        maintenance_interval: Duration::from_millis(20),
-        ..StoreOptions::default()
-    };
-    let store = Store::open_with(dir.path(), Arc::new(NoEmbedder), metrics, opts).unwrap();
+    let (store, registry) = background_store(dir.path(), StoreOptions::default());
     let data = common::clustered(9, 1_010, 8, 4);
     common::create(&store, "f", 8, Metric::L2);
     let points = |r: std::ops::Range<usize>| r.map(|i| common::point(i, &data[i])).collect();
@@ -229,9 +234,7 @@ fn background_thread_freezes_the_graph() {
             .unwrap();
         assert_eq!(hits[0].id, PointId::Num(i as u64));
     }
-    let text = prometheus::TextEncoder::new()
-        .encode_to_string(&registry.gather())
-        .unwrap();
+    let text = metrics_text(&registry);
     assert!(
         text.contains("inferd_vector_freezes_total{collection=\"f\"} 1"),
         "{text}"
