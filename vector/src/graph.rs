@@ -26,9 +26,9 @@
 //! A graph is never modified: points inserted after it was built are found by an exact scan in
 //! [`crate::index::Index`] until the next freeze.
 
-use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::Mutex;
 
 use hnsw_rs::prelude::{Hnsw, Neighbour};
 
@@ -130,8 +130,28 @@ impl Scratch {
     }
 }
 
-thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+/// Idle scratch spaces. A pool rather than one per thread: searches run on tokio's blocking
+/// threads, which come and go by the hundred, and each space holds 2 bytes per point of the
+/// largest graph it searched.
+static SCRATCH: Mutex<Vec<Scratch>> = Mutex::new(Vec::new());
+/// Idle spaces kept beyond this are freed.
+const SCRATCH_KEPT: usize = 32;
+
+impl Scratch {
+    fn take() -> Scratch {
+        SCRATCH
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give_back(self) {
+        let mut pool = SCRATCH.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < SCRATCH_KEPT {
+            pool.push(self);
+        }
+    }
 }
 
 /// The heuristic: from `cands` (sorted closest first), keep a candidate only if it is closer
@@ -514,8 +534,9 @@ impl Graph {
             }
         }
 
-        SCRATCH.with(|s| {
-            let s = &mut *s.borrow_mut();
+        let mut scratch = Scratch::take();
+        let out = {
+            let s = &mut scratch;
             s.begin(self.len);
             let filtered = accept.is_some();
             let ok = |node: usize| accept.is_none_or(|f| f(self.slot_of[node] as usize));
@@ -571,7 +592,9 @@ impl Graph {
                 .collect();
             out.sort_unstable_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
             out
-        })
+        };
+        scratch.give_back();
+        out
     }
 }
 
