@@ -226,6 +226,13 @@ impl Graph {
             .map(|p| p.get_origin_id() + 1)
             .max()
             .unwrap_or(0);
+        // Nodes and links are u32 (half the memory of usize); `NONE` is reserved. The caller
+        // runs this under `catch_unwind`, so a collection this large gets an error, not a
+        // wrong graph.
+        assert!(
+            len < NONE as usize,
+            "a graph holds fewer than 2^32 - 1 points"
+        );
         let mut level0 = vec![0u32; len * (1 + m0)].into_boxed_slice();
         let mut upper_at = vec![NONE; len].into_boxed_slice();
         let mut upper = Vec::new();
