@@ -54,7 +54,7 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
         let msg = panic_message(p);
-        tracing::error!(what, panic = %msg, "hnsw_rs panicked");
+        tracing::error!(what, panic = %msg, "the vector index panicked");
         Error::Internal(format!("the index failed during {what}: {msg}"))
     })
 }
