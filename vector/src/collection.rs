@@ -695,14 +695,7 @@ impl Collection {
         pass: impl Fn(usize) -> bool,
     ) -> Vec<(usize, f32)> {
         let mut top = TopK::new(k);
-        for s in 0..st.len() {
-            if pass(s) {
-                let d = self.dist.distance(q, st.vector(s));
-                if d < top.bound() {
-                    top.push(d, s);
-                }
-            }
-        }
+        top.scan(&self.dist, q, &st.vectors, st.dim, 0..st.len(), pass);
         top.into_sorted()
     }
 

@@ -240,13 +240,6 @@ impl Graph {
         let mut vectors = vec![0f32; len * dim].into_boxed_slice();
         // The entry point: a node of the highest layer.
         let mut entry: Option<(u32, usize)> = None;
-        let copy = |dst: &mut [u32], links: &[Neighbour], cap: usize| {
-            let n = links.len().min(cap);
-            dst[0] = n as u32;
-            for (d, l) in dst[1..=n].iter_mut().zip(links) {
-                *d = l.d_id as u32;
-            }
-        };
         for p in &points {
             let slot = p.get_origin_id();
             let level = usize::from(p.get_point_id().0);
@@ -256,10 +249,9 @@ impl Graph {
             if v.len() == dim {
                 vectors[slot * dim..(slot + 1) * dim].copy_from_slice(v);
             }
-            copy(
+            write_row(
                 &mut level0[slot * (1 + m0)..(slot + 1) * (1 + m0)],
-                &layers[0],
-                m0,
+                ids(&layers[0]),
             );
             if level > 0 {
                 upper_at[slot] = upper.len() as u32;
@@ -267,7 +259,7 @@ impl Graph {
                 upper.resize(start + level * (1 + m), 0);
                 let rows = upper[start..].chunks_exact_mut(1 + m);
                 for (row, links) in rows.zip(&layers[1..=level]) {
-                    copy(row, links, m);
+                    write_row(row, ids(links));
                 }
             }
             if entry.is_none_or(|(_, top)| level > top) {
@@ -303,25 +295,7 @@ impl Graph {
         let n = self.len;
         let keep = self.m0 * 5 / 8;
         let stride = 1 + self.m0;
-        // Layer 0's in-links, as a compressed sparse row.
-        let mut start = vec![0u32; n + 1];
-        for u in 0..n {
-            for &v in self.links0(u) {
-                start[v as usize + 1] += 1;
-            }
-        }
-        for i in 0..n {
-            start[i + 1] += start[i];
-        }
-        let mut fill = start.clone();
-        let mut incoming = vec![0u32; start[n] as usize];
-        for u in 0..n {
-            for &v in self.links0(u) {
-                incoming[fill[v as usize] as usize] = u as u32;
-                fill[v as usize] += 1;
-            }
-        }
-        drop(fill);
+        let (start, incoming) = in_links(n, 0..n, |u| self.links0(u));
         let mut level0 = vec![0u32; n * stride].into_boxed_slice();
         let per = n.div_ceil(threads.max(1)).max(1);
         let this = &*self;
@@ -335,7 +309,7 @@ impl Graph {
                         let ins = &incoming[start[u] as usize..start[u + 1] as usize];
                         this.candidates(u, this.links0(u).iter().chain(ins), dist, &mut cands);
                         select(this, &cands, this.m0, keep, dist, &mut chosen);
-                        write_row(row, &chosen);
+                        write_row(row, chosen.iter().map(|&(_, c)| c));
                     }
                 });
             }
@@ -349,16 +323,11 @@ impl Graph {
             let nodes: Vec<usize> = (0..n)
                 .filter(|&u| usize::from(self.levels[u]) >= level)
                 .collect();
-            let mut incoming: std::collections::HashMap<u32, Vec<u32>> = Default::default();
-            for &u in &nodes {
-                for &v in self.links_up(u, level) {
-                    incoming.entry(v).or_default().push(u as u32);
-                }
-            }
+            let (start, incoming) = in_links(n, nodes.iter().copied(), |u| self.links_up(u, level));
             let (mut cands, mut chosen) = (Vec::new(), Vec::new());
             let mut rows = Vec::with_capacity(nodes.len());
             for &u in &nodes {
-                let ins = incoming.get(&(u as u32)).map_or(&[][..], Vec::as_slice);
+                let ins = &incoming[start[u] as usize..start[u + 1] as usize];
                 self.candidates(
                     u,
                     self.links_up(u, level).iter().chain(ins),
@@ -366,11 +335,11 @@ impl Graph {
                     &mut cands,
                 );
                 select(self, &cands, self.m, 0, dist, &mut chosen);
-                rows.push(chosen.clone());
+                rows.push(chosen.iter().map(|&(_, c)| c).collect::<Vec<_>>());
             }
             for (&u, chosen) in nodes.iter().zip(&rows) {
                 let at = self.upper_at[u] as usize + (level - 1) * (1 + self.m);
-                write_row(&mut self.upper[at..at + 1 + self.m], chosen);
+                write_row(&mut self.upper[at..at + 1 + self.m], chosen.iter().copied());
             }
         }
     }
@@ -426,12 +395,10 @@ impl Graph {
         let mut slot_of = vec![0u32; n].into_boxed_slice();
         for (new, &old) in order.iter().enumerate() {
             let old = old as usize;
-            let links = self.links0(old);
-            let row = &mut level0[new * stride..(new + 1) * stride];
-            row[0] = links.len() as u32;
-            for (d, &l) in row[1..].iter_mut().zip(links) {
-                *d = new_of[l as usize];
-            }
+            write_row(
+                &mut level0[new * stride..(new + 1) * stride],
+                self.links0(old).iter().map(|&l| new_of[l as usize]),
+            );
             upper_at[new] = self.upper_at[old];
             levels[new] = self.levels[old];
             vectors[new * dim..(new + 1) * dim].copy_from_slice(self.vec(old));
@@ -605,12 +572,46 @@ impl Graph {
     }
 }
 
-/// Writes `chosen` as a link row: the count, then the links.
-fn write_row(row: &mut [u32], chosen: &[(f32, u32)]) {
-    row[0] = chosen.len() as u32;
-    for (dst, &(_, c)) in row[1..].iter_mut().zip(chosen) {
-        *dst = c;
+/// Writes a link row: the count, then as many of `links` as the row holds.
+fn write_row(row: &mut [u32], links: impl IntoIterator<Item = u32>) {
+    let mut n = 0;
+    for (dst, l) in row[1..].iter_mut().zip(links) {
+        *dst = l;
+        n += 1;
     }
+    row[0] = n;
+}
+
+/// hnsw_rs's neighbours as our slot numbers (its data ids are our slots).
+fn ids(links: &[Neighbour]) -> impl Iterator<Item = u32> + '_ {
+    links.iter().map(|l| l.d_id as u32)
+}
+
+/// Who links to whom: for `nodes` and their links on one layer, a compressed sparse row over
+/// node numbers `0..n`: the in-links of `v` are `incoming[start[v]..start[v + 1]]`.
+fn in_links<'a>(
+    n: usize,
+    nodes: impl Iterator<Item = usize> + Clone,
+    links: impl Fn(usize) -> &'a [u32],
+) -> (Vec<u32>, Vec<u32>) {
+    let mut start = vec![0u32; n + 1];
+    for u in nodes.clone() {
+        for &v in links(u) {
+            start[v as usize + 1] += 1;
+        }
+    }
+    for i in 0..n {
+        start[i + 1] += start[i];
+    }
+    let mut fill = start.clone();
+    let mut incoming = vec![0u32; start[n] as usize];
+    for u in nodes {
+        for &v in links(u) {
+            incoming[fill[v as usize] as usize] = u as u32;
+            fill[v as usize] += 1;
+        }
+    }
+    (start, incoming)
 }
 
 #[cfg(test)]

@@ -155,16 +155,9 @@ impl Index {
             for (s, d) in hits.drain(..) {
                 top.push(d, s);
             }
-            for s in graph.len()..slots {
-                if accept.is_none_or(|f| f(s)) {
-                    let d = self
-                        .dist
-                        .distance(q, &vectors[s * self.dim..(s + 1) * self.dim]);
-                    if d < top.bound() {
-                        top.push(d, s);
-                    }
-                }
-            }
+            top.scan(&self.dist, q, vectors, self.dim, graph.len()..slots, |s| {
+                accept.is_none_or(|f| f(s))
+            });
             hits = top.into_sorted();
         }
         hits.truncate(k);

@@ -2,10 +2,12 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::distance::IndexDistance;
 use crate::filter::Filter;
 use crate::point::PointId;
 
@@ -126,6 +128,27 @@ impl TopK {
         } else if dist < self.bound() {
             self.heap.pop();
             self.heap.push(Cand(dist, slot));
+        }
+    }
+
+    /// Offers every slot in `slots` that `pass` accepts, at its distance to `q`: the exact
+    /// (brute-force) scan. `vectors` holds `dim` floats per slot.
+    pub fn scan(
+        &mut self,
+        dist: &IndexDistance,
+        q: &[f32],
+        vectors: &[f32],
+        dim: usize,
+        slots: Range<usize>,
+        pass: impl Fn(usize) -> bool,
+    ) {
+        for s in slots {
+            if pass(s) {
+                let d = dist.distance(q, &vectors[s * dim..(s + 1) * dim]);
+                if d < self.bound() {
+                    self.push(d, s);
+                }
+            }
         }
     }
 
