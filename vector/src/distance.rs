@@ -15,8 +15,10 @@ use crate::error::{Error, Result};
 
 const LANES: usize = 16;
 
+/// The loop every kernel shares: `step(x, y, acc)` folds one pair of coordinates into an
+/// accumulator, over `LANES` independent accumulators (so LLVM vectorises it), then the tail.
 #[inline(always)]
-fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+fn fold(a: &[f32], b: &[f32], step: impl Fn(f32, f32, f32) -> f32) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0f32; LANES];
@@ -24,77 +26,36 @@ fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
         for i in 0..LANES {
-            acc[i] = x[i].mul_add(y[i], acc[i]);
+            acc[i] = step(x[i], y[i], acc[i]);
         }
     }
     let mut s: f32 = acc.iter().sum();
     for (x, y) in ra.iter().zip(rb) {
-        s = x.mul_add(*y, s);
+        s = step(*x, *y, s);
     }
     s
 }
 
 #[inline(always)]
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    fold(a, b, |x, y, acc| x.mul_add(y, acc))
+}
+
+#[inline(always)]
 fn l2sq_portable(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..LANES {
-            let d = x[i] - y[i];
-            acc[i] = d.mul_add(d, acc[i]);
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        let d = x - y;
-        s = d.mul_add(d, s);
-    }
-    s
+    fold(a, b, |x, y, acc| (x - y).mul_add(x - y, acc))
 }
 
 // Without the `fma` target feature, `mul_add` is a libm call: the baseline kernels use a plain
 // multiply-add instead.
 #[inline(always)]
 fn dot_baseline(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..LANES {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
+    fold(a, b, |x, y, acc| acc + x * y)
 }
 
 #[inline(always)]
 fn l2sq_baseline(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..LANES {
-            let d = x[i] - y[i];
-            acc[i] += d * d;
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        let d = x - y;
-        s += d * d;
-    }
-    s
+    fold(a, b, |x, y, acc| acc + (x - y) * (x - y))
 }
 
 #[cfg(target_arch = "x86_64")]
