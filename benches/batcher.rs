@@ -145,6 +145,7 @@ fn json_codec(c: &mut Criterion) {
         timing: Default::default(),
         batch_rows: 1,
         parameters: Vec::new(),
+        experiment: None,
     };
     g.bench_function("encode_mlp_response", |b| {
         b.iter(|| server::http::codec::encode_response(&resp, &Default::default()))

@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "inferd.proto",
         "vector.proto",
         "features.proto",
+        "experiments.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", proto_dir.join(f).display());

@@ -59,7 +59,7 @@ enum ModelsCommand {
 }
 
 /// Turns an error response into an error carrying the server's message.
-async fn check(r: reqwest::Response) -> anyhow::Result<Value> {
+pub(crate) async fn check(r: reqwest::Response) -> anyhow::Result<Value> {
     let status = r.status();
     let body: Value = r.json().await.unwrap_or(Value::Null);
     if status.is_success() {

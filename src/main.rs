@@ -1,7 +1,9 @@
 //! `inferd`: the command line. A thin shell over the `server` crate (`serve`) and a client of
-//! its model-management API (`models ...`, in `cli`).
+//! its model-management API (`models ...`, in `cli`) and experiments API (`experiments ...`,
+//! in `experiments_cli`).
 
 mod cli;
+mod experiments_cli;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -23,6 +25,8 @@ enum Command {
     Serve(server::config::ServeArgs),
     /// Manage models on a running server: push, list, show, alias, rollback, delete.
     Models(cli::ModelsArgs),
+    /// Manage A/B experiments on a running server: create, list, show, stop, weights, promote.
+    Experiments(experiments_cli::ExperimentsArgs),
 }
 
 /// Pins glibc's mmap and trim thresholds at their initial defaults (128 KiB).
@@ -63,6 +67,11 @@ fn main() -> std::process::ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(cli::run(args))),
+        Command::Experiments(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(experiments_cli::run(args))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -4,6 +4,9 @@
 Serves the digits-sized MLP (tests/fixtures/models/mlp: FP32 [-1,64] -> [-1,10]) with
   - inferd, dynamic batching on (the default),
   - inferd, batching off (a copy of the model with config.toml `max_batch_size = 0`),
+  - inferd with an A/B experiment of two arms running on the model (versions 1 and 2, the same
+    model.onnx, 50/50, no unit key: one random assignment per request; --skip-experiment
+    leaves it out),
   - the bare axum baseline (benches/load/bare_axum.rs: parses the V2 JSON, returns a fixed body),
   - Seldon MLServer with a small ONNX Runtime custom runtime (benches/load/mlserver/),
 one server at a time, and drives each with wrk over REST at every concurrency (default 1, 8, 32
@@ -158,6 +161,8 @@ class Server:
     http_port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     start_timeout_s: float = 90.0
+    # (method, url, JSON body) calls made once the server is ready, each must answer 2xx.
+    setup_calls: list[tuple[str, str, bytes]] = field(default_factory=list)
     proc: subprocess.Popen | None = None
 
     def start(self, body: bytes) -> None:
@@ -186,6 +191,10 @@ class Server:
                     code, _ = http("POST", self.infer_url, body, timeout=1.0)
                 if code == 200:
                     log(f"{self.label} ready (pid {self.proc.pid})")
+                    for method, url, payload in self.setup_calls:
+                        c, out = http(method, url, payload)
+                        if not 200 <= c < 300:
+                            raise BenchError(f"{self.label}: {method} {url} answered {c}: {out[:500]!r}")
                     return
             except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError):
                 pass
@@ -422,6 +431,7 @@ def main() -> int:
     ap.add_argument("--concurrency", default=os.environ.get("BENCH_CONCURRENCY", "1,8,32"), help="comma-separated connection counts (default 1,8,32)")
     ap.add_argument("--skip-mlserver", action="store_true", help="leave out the MLServer rows")
     ap.add_argument("--skip-perf-analyzer", action="store_true", help="leave out the perf_analyzer rows")
+    ap.add_argument("--skip-experiment", action="store_true", help="leave out the inferd-with-an-experiment rows")
     ap.add_argument("--out-dir", type=Path, default=None, help="where the report and logs go (default $INFERD_CACHE/bench/load-<timestamp>)")
     args = ap.parse_args()
     concs = [int(c) for c in args.concurrency.split(",")]
@@ -469,6 +479,12 @@ def main() -> int:
             shutil.copy2(MODEL_ONNX, d / "model.onnx")
             if cfg:
                 (work / name / MODEL / "config.toml").write_text(cfg)
+        # Two versions of the same model.onnx, both served, for the experiment's two arms.
+        for v in ("1", "2"):
+            d = work / "repo-experiment" / MODEL / v
+            d.mkdir(parents=True)
+            shutil.copy2(MODEL_ONNX, d / "model.onnx")
+        (work / "repo-experiment" / MODEL / "config.toml").write_text("[version_policy]\nall = true\n")
 
         def inferd_server(key: str, label: str, repo: str) -> Server:
             hp, gp, mp = free_port(), free_port(), free_port()
@@ -484,6 +500,14 @@ def main() -> int:
             )
 
         servers.append(inferd_server("inferd", "inferd (batching on)", "repo-batching"))
+        if not args.skip_experiment:
+            exp = inferd_server("inferd-experiment", "inferd (experiment, 2 arms)", "repo-experiment")
+            base = exp.infer_url.split("/v2/")[0]
+            exp.setup_calls = [("PUT", f"{base}/api/experiments/bench", json.dumps({
+                "model": MODEL, "arms": [{"version": 1, "weight": 50}, {"version": 2, "weight": 50}],
+                "guardrails": [{"rule": "error_rate", "max": 0.5}],
+            }).encode())]
+            servers.append(exp)
         servers.append(inferd_server("inferd-nobatch", "inferd (batching off)", "repo-nobatch"))
         bp = free_port()
         servers.append(Server(
@@ -568,7 +592,7 @@ def main() -> int:
                         f"cores server/loadgen/other {cpu_cell(r.cpu)}")
                     if delta and srv.key == "inferd":
                         hist_on = delta
-                    elif delta:
+                    elif delta and srv.key == "inferd-nobatch":
                         hist_off = delta
                 if srv.key == "inferd" and not args.skip_perf_analyzer:
                     for proto, port in (("http", srv.http_port), ("grpc", srv.grpc_port)):
@@ -618,6 +642,7 @@ def render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, start
 
     W = "wrk (REST JSON)"
     ON, OFF, BARE, MLS = "inferd (batching on)", "inferd (batching off)", "bare axum", "MLServer 1.7 (ORT runtime)"
+    EXP = "inferd (experiment, 2 arms)"
     out = io.StringIO()
     p = lambda s="": print(s, file=out)  # noqa: E731
     p(f"### Load benchmark, {started:%Y-%m-%d %H:%M} UTC")
@@ -639,11 +664,12 @@ def render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, start
     p()
     p("Ratios of request rates (wrk, REST JSON):")
     p()
-    p("| conns | inferd / bare axum | inferd / MLServer | batching on / off | inferd off / bare axum |")
-    p("|---:|---:|---:|---:|---:|")
+    p("| conns | inferd / bare axum | inferd / MLServer | batching on / off | inferd off / bare axum | experiment / none |")
+    p("|---:|---:|---:|---:|---:|---:|")
     for c in concs:
-        on, off, bare, mls = (find(s, W, c) for s in (ON, OFF, BARE, MLS))
-        p(f"| {c} | {fmt(ratio(on, bare), '.2f')} | {fmt(ratio(on, mls), '.1f', '×')} | {fmt(ratio(on, off), '.2f')} | {fmt(ratio(off, bare), '.2f')} |")
+        on, off, bare, mls, exp = (find(s, W, c) for s in (ON, OFF, BARE, MLS, EXP))
+        p(f"| {c} | {fmt(ratio(on, bare), '.2f')} | {fmt(ratio(on, mls), '.1f', '×')} | {fmt(ratio(on, off), '.2f')} | "
+          f"{fmt(ratio(off, bare), '.2f')} | {fmt(ratio(exp, on), '.2f')} |")
     p()
     on, bare, mls = find(ON, W, top), find(BARE, W, top), find(MLS, W, top)
     r_bare, r_mls = ratio(on, bare), ratio(on, mls)
@@ -653,6 +679,8 @@ def render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, start
     p(f"- ≥ 50% of bare axum's request rate: {fmt(r_bare and 100 * r_bare, '.0f')}% → {verdict(None if r_bare is None else r_bare >= 0.5)}")
     p(f"- ≥ 20× MLServer's request rate: {fmt(r_mls, '.1f')}× → {verdict(None if r_mls is None else r_mls >= 20)}")
     p(f"- p99 < 2 ms: {fmt(on and on.p99_ms, '.3f')} ms → {verdict(None if on is None or on.p99_ms is None else on.p99_ms < 2)}")
+    r_exp = ratio(find(EXP, W, top), on)
+    p(f"- with an experiment of two arms running, ≥ 95% of the rate without: {fmt(r_exp and 100 * r_exp, '.0f')}% → {verdict(None if r_exp is None else r_exp >= 0.95)}")
     if hist_on:
         p()
         p(f"`inferd_inference_batch_size` (model `{MODEL}`) during the {top}-connection wrk run, batching on: {hist_on}")

@@ -17,6 +17,9 @@
 //! feature_views = "/etc/inferd/features.toml" # feature views ([views.<name>] tables)
 //! kafka_brokers = "kafka-1:9092,kafka-2:9092" # ingest the views' topics; default: none
 //! kafka_group = "inferd-features"    # the ingester's consumer group
+//! experiments = "/etc/inferd/experiments.toml" # [experiments.<name>] tables, applied at start
+//! feedback_capacity = 1000000        # requests kept for feedback by request id
+//! feedback_ttl_secs = 3600           # how long a request waits for its feedback
 //! ```
 
 use std::net::IpAddr;
@@ -77,6 +80,16 @@ pub struct ServeArgs {
     /// Consumer group of the feature ingester. Default: inferd-features.
     #[arg(long, env = "INFERD_KAFKA_GROUP")]
     pub kafka_group: Option<String>,
+    /// Experiment file (TOML, one `[experiments.<name>]` table per experiment), applied once
+    /// the models are loaded. Experiments can also be created with PUT /api/experiments/{name}.
+    #[arg(long, env = "INFERD_EXPERIMENTS")]
+    pub experiments: Option<PathBuf>,
+    /// Requests kept so feedback can name them by id. Default: 1,000,000.
+    #[arg(long, env = "INFERD_FEEDBACK_CAPACITY")]
+    pub feedback_capacity: Option<usize>,
+    /// Seconds a request waits for its feedback before it is dropped. Default: 3600.
+    #[arg(long, env = "INFERD_FEEDBACK_TTL_SECS")]
+    pub feedback_ttl_secs: Option<u64>,
 }
 
 /// The config file's keys: the same names as the flags, in snake_case.
@@ -97,6 +110,9 @@ struct FileConfig {
     feature_views: Option<PathBuf>,
     kafka_brokers: Option<String>,
     kafka_group: Option<String>,
+    experiments: Option<PathBuf>,
+    feedback_capacity: Option<usize>,
+    feedback_ttl_secs: Option<u64>,
 }
 
 /// The resolved, validated configuration.
@@ -119,6 +135,9 @@ pub struct Config {
     /// `None`: no Kafka ingestion.
     pub kafka_brokers: Option<String>,
     pub kafka_group: String,
+    pub experiments: Option<PathBuf>,
+    pub feedback_capacity: usize,
+    pub feedback_ttl_secs: u64,
 }
 
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
@@ -185,6 +204,15 @@ impl Config {
                 .kafka_group
                 .or(file.kafka_group)
                 .unwrap_or_else(|| "inferd-features".into()),
+            experiments: args.experiments.or(file.experiments),
+            feedback_capacity: args
+                .feedback_capacity
+                .or(file.feedback_capacity)
+                .unwrap_or(1_000_000),
+            feedback_ttl_secs: args
+                .feedback_ttl_secs
+                .or(file.feedback_ttl_secs)
+                .unwrap_or(3600),
         };
         cfg.validate()?;
         Ok(cfg)

@@ -1,11 +1,12 @@
 //! The server's error type and its one mapping to HTTP statuses and gRPC codes.
 //!
-//! Every `models::Error`, `vector::Error` and `feature_store::Error` variant is matched
+//! Every `models::Error`, `vector::Error`, `feature_store::Error` and `experiments::Error` variant is matched
 //! explicitly (no `_` arm), so a new variant must be mapped on purpose.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use experiments::Error as ExperimentError;
 use feature_store::Error as FeatureError;
 use models::Error as ModelError;
 use vector::Error as VectorError;
@@ -18,6 +19,8 @@ pub enum ApiError {
     Vector(#[from] VectorError),
     #[error(transparent)]
     Features(#[from] FeatureError),
+    #[error(transparent)]
+    Experiment(#[from] ExperimentError),
     /// Malformed request: JSON, protobuf, binary framing, parameters.
     #[error("{0}")]
     BadRequest(String),
@@ -80,6 +83,12 @@ impl ApiError {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
             },
+            ApiError::Experiment(e) => match e {
+                ExperimentError::Invalid(_) => StatusCode::BAD_REQUEST,
+                ExperimentError::NotFound(_) => StatusCode::NOT_FOUND,
+                ExperimentError::Conflict(_) => StatusCode::CONFLICT,
+                ExperimentError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -132,6 +141,12 @@ impl ApiError {
                 FeatureError::MissingFeature { .. } => tonic::Code::FailedPrecondition,
                 FeatureError::Unavailable(_) | FeatureError::Kafka(_) => tonic::Code::Unavailable,
                 FeatureError::Store(_) | FeatureError::Io { .. } => tonic::Code::Internal,
+            },
+            ApiError::Experiment(e) => match e {
+                ExperimentError::Invalid(_) => tonic::Code::InvalidArgument,
+                ExperimentError::NotFound(_) => tonic::Code::NotFound,
+                ExperimentError::Conflict(_) => tonic::Code::FailedPrecondition,
+                ExperimentError::Storage(_) => tonic::Code::Internal,
             },
             ApiError::BadRequest(_) => tonic::Code::InvalidArgument,
             ApiError::PayloadTooLarge { .. } => tonic::Code::ResourceExhausted,

@@ -8,8 +8,10 @@
 //! between resolving the model and queueing the job.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use experiments::{Assignment, Experiment, Outcome};
 use models::Tensor;
 use models::batcher::Timing;
 use models::repository::ServedVersion;
@@ -32,8 +34,11 @@ pub struct InferRequest {
     /// Outputs asked for, by name; empty = every output.
     pub outputs: Vec<String>,
     /// The request parameters that are not reserved: entity keys for feature enrichment
-    /// (`crate::enrich`), and the client's own.
+    /// (`crate::enrich`), unit keys for experiments, and the client's own.
     pub parameters: Vec<(String, ParamValue)>,
+    /// The request's HTTP headers or gRPC metadata (moved, not copied): an experiment's unit
+    /// key may be one.
+    pub headers: http::HeaderMap,
 }
 
 #[derive(Debug)]
@@ -45,9 +50,17 @@ pub struct InferResponse {
     pub outputs: Vec<(String, Tensor)>,
     pub timing: Timing,
     pub batch_rows: usize,
-    /// Response parameters: what feature enrichment filled in and defaulted.
+    /// Response parameters: what feature enrichment filled in and defaulted, and the
+    /// experiment and arm that served the request.
     pub parameters: Vec<(String, ParamValue)>,
+    /// `(experiment, arm)` when an experiment routed the request.
+    pub experiment: Option<(String, String)>,
 }
+
+/// Response header (REST) and metadata entry (gRPC) naming the experiment arm that served
+/// a request; `inferd-experiment` names the experiment.
+pub const ARM_HEADER: &str = "inferd-experiment-arm";
+pub const EXPERIMENT_HEADER: &str = "inferd-experiment";
 
 /// A request parameter value, whatever the transport's encoding.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,25 +112,55 @@ fn bad_param(name: &str, what: &str) -> ApiError {
     ApiError::BadRequest(format!("parameter '{name}' {what}"))
 }
 
-/// Runs one request: resolve the version, check it, queue it, wait for the batch.
+/// Runs one request: route it (experiment), resolve the version, enrich it, queue it,
+/// wait for the batch.
 pub async fn infer(state: &AppState, mut req: InferRequest) -> ApiResult<InferResponse> {
     if state.is_draining() {
         return Err(ApiError::Unavailable("the server is shutting down".into()));
     }
-    // The version is held (an `Arc`) until the response is built, so a reload or unload in
-    // the meantime lets this request finish on the version it started on.
-    let served: Arc<ServedVersion> = state.repo.get(&req.model, req.version.as_deref())?;
-    // Experiment routing (arm choice, shadow copies) and feature enrichment (entity keys →
-    // online store) plug in here, before the job is queued.
-    let parameters = match &state.features {
-        Some(fs) if !served.config.features.inputs.is_empty() => {
-            crate::enrich::enrich(fs, &served, &mut req).await?
-        }
-        _ => Vec::new(),
+    let started = Instant::now();
+    // Every response carries an id: the client's, or one assigned here, so feedback can
+    // name the request.
+    let id = req.id.take().unwrap_or_else(next_request_id);
+    // A request that names a version bypasses experiments; one that does not goes through
+    // the model's running experiment, if any.
+    let routed = match req.version.as_deref() {
+        Some(v) if !v.is_empty() => None,
+        _ => state.experiments.for_model(&req.model),
     };
-    let selected = select_outputs(&served, &req.outputs)?;
-    let rx = served.submit(req.inputs, req.priority, req.timeout)?;
-    let out = rx.await?;
+    let (served, routed) = match routed {
+        Some(exp) => route(state, exp, &req)?,
+        // The version is held (an `Arc`) until the response is built, so a reload or unload
+        // in the meantime lets this request finish on the version it started on.
+        None => (state.repo.get(&req.model, req.version.as_deref())?, None),
+    };
+    let result = run(state, &served, req, routed.as_ref()).await;
+    if let Some((exp, a)) = &routed {
+        match &result {
+            Ok(_) => {
+                exp.record(
+                    *a,
+                    Outcome {
+                        latency: started.elapsed(),
+                        error: false,
+                    },
+                );
+                state.experiments.remember(&id, exp, *a);
+            }
+            Err(e) if e.status().is_server_error() || e.status().as_u16() == 429 => {
+                exp.record(
+                    *a,
+                    Outcome {
+                        latency: started.elapsed(),
+                        error: true,
+                    },
+                );
+            }
+            // Refused as malformed: it never reached the arm's model.
+            Err(_) => {}
+        }
+    }
+    let (out, selected, mut parameters) = result?;
     let mut outputs: Vec<Option<Tensor>> = out.outputs.into_iter().map(Some).collect();
     let outputs = selected
         .into_iter()
@@ -126,15 +169,150 @@ pub async fn infer(state: &AppState, mut req: InferRequest) -> ApiResult<InferRe
             (served.signature.outputs[i].name.clone(), t)
         })
         .collect();
+    let experiment = routed.map(|(exp, a)| {
+        let arm = exp.target(a).name;
+        parameters.push(("experiment".into(), ParamValue::Str(exp.name.clone())));
+        parameters.push(("experiment_arm".into(), ParamValue::Str(arm.clone())));
+        (exp.name.clone(), arm)
+    });
     Ok(InferResponse {
         model_name: served.model.clone(),
         model_version: served.version_label.clone(),
-        id: req.id,
+        id: Some(id),
         outputs,
         timing: out.timing,
         batch_rows: out.batch_rows,
         parameters,
+        experiment,
     })
+}
+
+type Routed = (Arc<Experiment>, Assignment);
+
+/// Picks the request's arm and the version it runs on. An arm whose version cannot serve
+/// right now (an alias moved away, a version unloaded between the choice and the lookup)
+/// sends the request to the model's default version instead, unrouted: the caller is served
+/// and the arm's numbers are not skewed by a failure that is not the arm's.
+fn route(
+    state: &AppState,
+    exp: Arc<Experiment>,
+    req: &InferRequest,
+) -> ApiResult<(Arc<ServedVersion>, Option<Routed>)> {
+    let unit = exp.unit_key().and_then(|u| {
+        let from_header = u
+            .header
+            .as_deref()
+            .and_then(|h| req.headers.get(h))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        from_header.or_else(|| {
+            let p = u.parameter.as_deref()?;
+            req.parameters
+                .iter()
+                .find(|(k, _)| k == p)
+                .map(|(_, v)| match v {
+                    ParamValue::Str(s) => s.clone(),
+                    ParamValue::Int(i) => i.to_string(),
+                    ParamValue::Uint(u) => u.to_string(),
+                    ParamValue::Double(d) => d.to_string(),
+                    ParamValue::Bool(b) => b.to_string(),
+                })
+        })
+    });
+    let a = exp.assign(unit.as_deref());
+    let target = exp.target(a);
+    match state.repo.get(&target.model, Some(&target.version)) {
+        Ok(served) => Ok((served, Some((exp, a)))),
+        Err(e) => {
+            tracing::debug!(experiment = %exp.name, arm = %target.name, error = %e, "arm cannot serve; request sent to the default version");
+            Ok((state.repo.get(&req.model, None)?, None))
+        }
+    }
+}
+
+type RunOutput = (
+    models::batcher::JobOutput,
+    Vec<usize>,
+    Vec<(String, ParamValue)>,
+);
+
+/// Enrichment, shadow copies, the queue and the wait: the part whose failure counts against
+/// the arm.
+async fn run(
+    state: &AppState,
+    served: &Arc<ServedVersion>,
+    mut req: InferRequest,
+    routed: Option<&Routed>,
+) -> ApiResult<RunOutput> {
+    let parameters = match &state.features {
+        Some(fs) if !served.config.features.inputs.is_empty() => {
+            crate::enrich::enrich(fs, served, &mut req).await?
+        }
+        _ => Vec::new(),
+    };
+    let selected = select_outputs(served, &req.outputs)?;
+    if let Some((exp, _)) = routed {
+        for i in exp.shadows_for_request() {
+            shadow(state, exp, i, &req);
+        }
+    }
+    let rx = served.submit(req.inputs, req.priority, req.timeout)?;
+    let out = rx.await?;
+    Ok((out, selected, parameters))
+}
+
+/// Sends a copy of the request to shadow arm `i` and forgets it: the response is dropped,
+/// and nothing the shadow does (fail, queue, take long) reaches the caller.
+fn shadow(state: &AppState, exp: &Arc<Experiment>, i: usize, req: &InferRequest) {
+    let target = exp.shadow_target(i);
+    let started = Instant::now();
+    let served = match state.repo.get(&target.model, Some(&target.version)) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(experiment = %exp.name, shadow = %target.name, error = %e, "shadow arm cannot serve");
+            exp.record_shadow(
+                i,
+                Outcome {
+                    latency: Duration::ZERO,
+                    error: true,
+                },
+            );
+            return;
+        }
+    };
+    // The lowest priority level, so a busy shadow version serves its own callers first.
+    let lowest = served.batch_settings().priority_levels.max(1);
+    let rx = served.submit(req.inputs.clone(), Some(lowest), req.timeout);
+    let exp = Arc::clone(exp);
+    tokio::spawn(async move {
+        let ok = match rx {
+            Ok(rx) => rx.await.is_ok(),
+            Err(_) => false,
+        };
+        exp.record_shadow(
+            i,
+            Outcome {
+                latency: started.elapsed(),
+                error: !ok,
+            },
+        );
+        drop(served);
+    });
+}
+
+/// A request id unique to this process's run: a random prefix and a counter.
+fn next_request_id() -> String {
+    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let prefix = PREFIX.get_or_init(rand_u32);
+    format!("{prefix:08x}-{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn rand_u32() -> u32 {
+    // std's SipHash keys are random per process: hashing the time with them gives a
+    // prefix no other run repeats (no RNG crate needed here).
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now()) as u32
 }
 
 /// Indices of the requested outputs in the signature, in request order.

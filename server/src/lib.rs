@@ -13,7 +13,9 @@
 //!   store under `/api/feature-views` and `/api/features` (`http::features`).
 //! - [`grpc`]: `inference.GRPCInferenceService` on tonic (`grpc::convert` for tensors);
 //!   `inferd.v1.Collections` (`grpc::collections`); `inferd.v1.FeatureStore`
-//!   (`grpc::features`).
+//!   (`grpc::features`); `inferd.v1.Experiments` (`grpc::experiments`).
+//! - [`ab`]: A/B experiments' server side — the registry as their catalog, the start-up
+//!   file, promotion (the domain logic is the `experiments` crate).
 //! - [`enrich`]: feature enrichment — model inputs filled from the online feature store by
 //!   entity key.
 //! - [`triton`]: Triton's model-config and statistics views, for both transports.
@@ -23,6 +25,7 @@
 //!
 //! [`serve`] starts everything and returns once a shutdown signal has drained the server.
 
+pub mod ab;
 pub mod config;
 pub mod embedder;
 pub mod enrich;
@@ -132,13 +135,38 @@ pub async fn serve(
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let repo = Arc::new(Repository::new(RepositoryOptions { root, cores }, metrics));
     let (features, ingester) = open_features(&cfg, &registry).await?;
+    let experiment_file = cfg.experiments.as_deref().map(ab::read_file).transpose()?;
+    let exps = Arc::new(
+        experiments::Experiments::open(
+            experiments::Options {
+                dir: Some(cfg.data_dir.join("experiments")),
+                feedback_capacity: cfg.feedback_capacity,
+                feedback_ttl: Duration::from_secs(cfg.feedback_ttl_secs),
+            },
+            &registry,
+        )
+        .context("opening the experiments")?,
+    );
     let state = Arc::new(AppState::new(
         Arc::clone(&repo),
         registry,
         cfg.max_request_bytes,
         cfg.max_upload_bytes,
         Some(Arc::clone(&features)),
+        Arc::clone(&exps),
     ));
+    // Experiment statistics reach the disk at most a second late.
+    let flusher = {
+        let exps = Arc::clone(&exps);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let exps = Arc::clone(&exps);
+                let _ = tokio::task::spawn_blocking(move || exps.flush()).await;
+            }
+        })
+    };
 
     // Vector collections: loaded (snapshot + log replayed, indexes built) before the ports open.
     let collections = {
@@ -203,6 +231,9 @@ pub async fn serve(
         tonic::transport::Server::builder()
             .add_service(grpc::InferenceService::server(Arc::clone(&state)))
             .add_service(grpc::registry::RegistryService::server(Arc::clone(&state)))
+            .add_service(grpc::experiments::ExperimentsService::server(Arc::clone(
+                &state,
+            )))
             .add_service(grpc::collections::CollectionsService::server(
                 Arc::clone(&collections),
                 cfg.max_request_bytes,
@@ -224,6 +255,9 @@ pub async fn serve(
         tokio::task::spawn_blocking(move || {
             if let Err(e) = repo.load_all() {
                 tracing::error!(error = %e, "model repository could not be read");
+            }
+            if let Some(specs) = experiment_file {
+                ab::apply_file(&state.experiments, &repo, specs);
             }
             state.set_loaded();
             let ready = repo.index().iter().filter(|e| e.state == "READY").count();
@@ -255,6 +289,8 @@ pub async fn serve(
     if let Some(i) = ingester {
         i.shutdown().await;
     }
+    flusher.abort();
+    let _ = tokio::task::spawn_blocking(move || exps.flush()).await;
     loader.abort();
     tracing::info!("stopped");
     Ok(())

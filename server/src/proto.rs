@@ -5,8 +5,9 @@ pub mod inference {
     tonic::include_proto!("inference");
 }
 
-/// inferd's own services (`proto/inferd.proto`, and `proto/vector.proto`, which shares its
-/// package `inferd.v1` and so is generated into the same module).
+/// inferd's own services (`proto/inferd.proto`, and `vector.proto`, `features.proto` and
+/// `experiments.proto`, which share its package `inferd.v1` and so are generated into the
+/// same module).
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod inferd {
     tonic::include_proto!("inferd.v1");

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use experiments::Experiments;
 use feature_store::FeatureStore;
 use models::repository::Repository;
 
@@ -13,6 +14,8 @@ pub struct AppState {
     pub max_upload_bytes: u64,
     /// The online feature store, for feature enrichment (`None`: requests are not enriched).
     pub features: Option<Arc<FeatureStore>>,
+    /// A/B experiments: the request path routes through the running ones.
+    pub experiments: Arc<Experiments>,
     /// Initial model loading is done.
     loaded: AtomicBool,
     /// SIGTERM received: refuse new work, finish what is in flight.
@@ -39,6 +42,7 @@ impl AppState {
         max_request_bytes: usize,
         max_upload_bytes: u64,
         features: Option<Arc<FeatureStore>>,
+        experiments: Arc<Experiments>,
     ) -> Self {
         AppState {
             repo,
@@ -46,6 +50,7 @@ impl AppState {
             max_request_bytes,
             max_upload_bytes,
             features,
+            experiments,
             loaded: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         }

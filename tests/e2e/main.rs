@@ -8,6 +8,7 @@ mod batching;
 mod collections;
 mod common;
 mod embeddings;
+mod experiments;
 mod features;
 mod grpc;
 mod overload;

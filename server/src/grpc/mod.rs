@@ -4,6 +4,7 @@
 
 pub mod collections;
 pub mod convert;
+pub mod experiments;
 pub mod features;
 pub mod registry;
 
@@ -40,12 +41,18 @@ impl InferenceService {
         Some(v).filter(|v| !v.is_empty())
     }
 
+    /// One request; `headers` are the call's metadata (an experiment's unit key may be one).
+    /// Returns the `(experiment, arm)` that served it beside the response.
     async fn infer_one(
         state: &AppState,
         r: pb::ModelInferRequest,
-    ) -> Result<pb::ModelInferResponse, ApiError> {
-        let req = convert::request(r)?;
-        Ok(convert::response(infer::infer(state, req).await?))
+        headers: http::HeaderMap,
+    ) -> Result<(pb::ModelInferResponse, Option<(String, String)>), ApiError> {
+        let mut req = convert::request(r)?;
+        req.headers = headers;
+        let mut resp = infer::infer(state, req).await?;
+        let arm = resp.experiment.take();
+        Ok((convert::response(resp), arm))
     }
 }
 
@@ -137,9 +144,18 @@ impl GrpcInferenceService for InferenceService {
         &self,
         r: Request<pb::ModelInferRequest>,
     ) -> Reply<pb::ModelInferResponse> {
-        Ok(Response::new(
-            Self::infer_one(&self.state, r.into_inner()).await?,
-        ))
+        let (metadata, _, msg) = r.into_parts();
+        let (resp, arm) = Self::infer_one(&self.state, msg, metadata.into_headers()).await?;
+        let mut resp = Response::new(resp);
+        if let Some((exp, arm)) = arm {
+            let m = resp.metadata_mut();
+            for (name, value) in [(infer::EXPERIMENT_HEADER, exp), (infer::ARM_HEADER, arm)] {
+                if let Ok(v) = value.parse() {
+                    m.insert(name, v);
+                }
+            }
+        }
+        Ok(resp)
     }
 
     type ModelStreamInferStream =
@@ -151,7 +167,9 @@ impl GrpcInferenceService for InferenceService {
         &self,
         r: Request<Streaming<pb::ModelInferRequest>>,
     ) -> Reply<Self::ModelStreamInferStream> {
-        let mut incoming = r.into_inner();
+        // The stream's metadata applies to each of its requests.
+        let (metadata, _, mut incoming) = r.into_parts();
+        let headers = metadata.into_headers();
         let (order_tx, mut order_rx) = mpsc::channel::<
             tokio::task::JoinHandle<pb::ModelStreamInferResponse>,
         >(STREAM_IN_FLIGHT);
@@ -163,9 +181,10 @@ impl GrpcInferenceService for InferenceService {
                     Ok(Some(req)) => {
                         let state = Arc::clone(&state);
                         let id = req.id.clone();
+                        let headers = headers.clone();
                         let task = tokio::spawn(async move {
-                            match Self::infer_one(&state, req).await {
-                                Ok(resp) => pb::ModelStreamInferResponse {
+                            match Self::infer_one(&state, req, headers).await {
+                                Ok((resp, _)) => pb::ModelStreamInferResponse {
                                     error_message: String::new(),
                                     infer_response: Some(resp),
                                 },

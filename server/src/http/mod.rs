@@ -1,10 +1,12 @@
 //! The REST transport (axum): KServe V2 routes under `/v2` ([`v2`]), their tensor codec
-//! ([`codec`]), model management under `/api/models` ([`models`]), and the Prometheus
+//! ([`codec`]), model management under `/api/models` ([`models`]), A/B experiments under
+//! `/api/experiments` and `/api/feedback` ([`experiments`]), and the Prometheus
 //! endpoint served on the metrics port ([`metrics_router`]).
 
 pub mod codec;
 pub mod collections;
 pub mod embeddings;
+pub mod experiments;
 pub mod features;
 pub mod models;
 pub mod v2;
@@ -68,6 +70,23 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/models/{name}/aliases/{alias}/rollback",
             post(models::rollback_alias),
         )
+        .route("/api/experiments", get(experiments::list))
+        .route(
+            "/api/experiments/{name}",
+            get(experiments::get)
+                .put(experiments::put)
+                .delete(experiments::delete),
+        )
+        .route("/api/experiments/{name}/stop", post(experiments::stop))
+        .route(
+            "/api/experiments/{name}/weights",
+            post(experiments::weights),
+        )
+        .route(
+            "/api/experiments/{name}/promote",
+            post(experiments::promote),
+        )
+        .route("/api/feedback", post(experiments::feedback))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -120,14 +120,24 @@ async fn do_infer(
     s: Arc<AppState>,
     model: &str,
     version: Option<&str>,
-    headers: &HeaderMap,
+    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     let body = read_body(body, s.max_request_bytes).await?;
-    let (req, enc) = codec::decode_request(headers, &body, model, version)?;
+    let (mut req, enc) = codec::decode_request(&headers, &body, model, version)?;
     drop(body);
+    req.headers = headers;
     let resp = infer::infer(&s, req).await?;
-    Ok(codec::encode_response(&resp, &enc))
+    let mut http = codec::encode_response(&resp, &enc);
+    if let Some((exp, arm)) = &resp.experiment {
+        let h = http.headers_mut();
+        for (name, value) in [(infer::EXPERIMENT_HEADER, exp), (infer::ARM_HEADER, arm)] {
+            if let Ok(v) = axum::http::HeaderValue::from_str(value) {
+                h.insert(name, v);
+            }
+        }
+    }
+    Ok(http)
 }
 
 pub async fn infer_latest(
@@ -136,7 +146,7 @@ pub async fn infer_latest(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    do_infer(s, &m, None, &headers, body).await
+    do_infer(s, &m, None, headers, body).await
 }
 
 pub async fn infer_version(
@@ -145,7 +155,7 @@ pub async fn infer_version(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    do_infer(s, &m, Some(&v), &headers, body).await
+    do_infer(s, &m, Some(&v), headers, body).await
 }
 
 pub async fn config_latest(State(s): AppStateRef, Path(m): Path<String>) -> ApiResult<Json<Value>> {

@@ -1,0 +1,137 @@
+//! The server's side of A/B experiments (the domain logic is the `experiments` crate): the
+//! model registry as the experiments' [`Catalog`], the start-up experiment file, and the
+//! operations both transports and the CLI share (promote, feedback).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use experiments::config::ExperimentSpec;
+use experiments::{Catalog, Experiments};
+use models::repository::{DEFAULT_ALIAS, Repository};
+use serde::Serialize;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// The model repository as experiments see it: a version is usable when it is READY.
+pub struct RepoCatalog<'a>(pub &'a Repository);
+
+impl Catalog for RepoCatalog<'_> {
+    fn resolve(&self, model: &str, version: &str) -> Result<(u64, String), String> {
+        let v = self
+            .0
+            .get(model, Some(version))
+            .map_err(|e| e.to_string())?;
+        Ok((v.version, describe(&v.signature)))
+    }
+}
+
+/// `input:FP32[-1,64] -> probabilities:FP32[-1,10]`: what arms must agree on.
+fn describe(sig: &models::Signature) -> String {
+    let side = |ts: &[models::TensorSpec]| {
+        ts.iter()
+            .map(|t| format!("{}:{}{:?}", t.name, t.datatype.as_str(), t.shape))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!("{} -> {}", side(&sig.inputs), side(&sig.outputs))
+}
+
+/// The start-up file: one `[experiments.<name>]` table per experiment.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExperimentsFile {
+    #[serde(default)]
+    experiments: BTreeMap<String, ExperimentSpec>,
+}
+
+/// Reads the experiment file (at start, before anything serves: a bad file stops the
+/// server with the reason).
+pub fn read_file(path: &Path) -> anyhow::Result<BTreeMap<String, ExperimentSpec>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read experiment file {}: {e}", path.display()))?;
+    let file: ExperimentsFile = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("experiment file {}: {e}", path.display()))?;
+    for (name, spec) in &file.experiments {
+        spec.validate().map_err(|e| {
+            anyhow::anyhow!(
+                "experiment file {}: [experiments.{name}]: {e}",
+                path.display()
+            )
+        })?;
+    }
+    Ok(file.experiments)
+}
+
+/// Applies the file's experiments once the models are loaded (their arms must be READY).
+/// An experiment that already exists keeps its statistics when its arms are unchanged.
+pub fn apply_file(exps: &Experiments, repo: &Repository, specs: BTreeMap<String, ExperimentSpec>) {
+    for (name, spec) in specs {
+        match exps.put(&name, spec, &RepoCatalog(repo)) {
+            Ok(created) => {
+                tracing::info!(experiment = %name, created, "experiment from the experiment file applied")
+            }
+            Err(e) => {
+                tracing::error!(experiment = %name, error = %e, "experiment from the experiment file not applied")
+            }
+        }
+    }
+}
+
+/// What a promotion did.
+#[derive(Debug, Serialize)]
+pub struct Promotion {
+    pub experiment: String,
+    pub arm: String,
+    pub model: String,
+    pub alias: &'static str,
+    pub version: u64,
+}
+
+/// Points the model's `production` alias at `arm`'s version (the registry's load-then-swap:
+/// requests keep being served throughout) and stops the experiment.
+pub async fn promote(state: &AppState, name: &str, arm: &str) -> ApiResult<Promotion> {
+    let exp = state.experiments.get(name)?;
+    let spec = exp.spec();
+    let names = spec.arm_names();
+    let i = names.iter().position(|n| n == arm).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "'{arm}' is not an arm of experiment '{name}': arms are {names:?}"
+        ))
+    })?;
+    let target_model = spec.arms[i].model.clone().unwrap_or(spec.model.clone());
+    if target_model != spec.model {
+        return Err(ApiError::Experiment(experiments::Error::Conflict(format!(
+            "arm '{arm}' serves another model ('{target_model}'): promotion moves model '{}''s '{DEFAULT_ALIAS}' alias to one of its own versions",
+            spec.model
+        ))));
+    }
+    let (version, _) = RepoCatalog(&state.repo)
+        .resolve(&spec.model, &spec.arms[i].version.as_string())
+        .map_err(|e| {
+            ApiError::Experiment(experiments::Error::Conflict(format!(
+                "arm '{arm}' cannot be promoted: {e}"
+            )))
+        })?;
+    let repo = Arc::clone(&state.repo);
+    let model = spec.model.clone();
+    tokio::task::spawn_blocking(move || repo.set_alias(&model, DEFAULT_ALIAS, version))
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("promotion was interrupted: {e}")))??;
+    state.experiments.promoted(
+        name,
+        arm,
+        format!(
+            "arm '{arm}' promoted: model '{}' alias '{DEFAULT_ALIAS}' now points at version {version}",
+            spec.model
+        ),
+    )?;
+    Ok(Promotion {
+        experiment: name.to_owned(),
+        arm: arm.to_owned(),
+        model: spec.model,
+        alias: DEFAULT_ALIAS,
+        version,
+    })
+}

@@ -1,0 +1,184 @@
+//! A/B experiments over REST: `/api/experiments` (configure, read results, stop, change
+//! weights, promote) and `/api/feedback` (rewards by request id or unit key).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ::experiments::config::ExperimentSpec;
+use ::experiments::{Experiment, Feedback};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::v2::read_body;
+use crate::ab::{self, RepoCatalog};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+type AppStateRef = State<Arc<AppState>>;
+
+/// One line of the experiment list.
+#[derive(Serialize)]
+struct Summary {
+    name: String,
+    model: String,
+    state: ::experiments::config::RunState,
+    allocation: ::experiments::config::Allocation,
+    arms: Vec<ArmSummary>,
+    trustworthy: bool,
+}
+
+#[derive(Serialize)]
+struct ArmSummary {
+    name: String,
+    version: String,
+    weight: f64,
+    exposures: u64,
+}
+
+fn summary(e: &Experiment) -> Summary {
+    let r = e.results();
+    Summary {
+        arms: r
+            .arms
+            .iter()
+            .map(|a| ArmSummary {
+                name: a.name.clone(),
+                version: a.target.version.clone(),
+                weight: a.weight,
+                exposures: a.exposures,
+            })
+            .collect(),
+        name: r.name,
+        model: r.model,
+        state: r.state,
+        allocation: r.allocation,
+        trustworthy: r.trustworthy,
+    }
+}
+
+pub async fn list(State(s): AppStateRef) -> Json<Value> {
+    let list: Vec<Summary> = s.experiments.list().iter().map(|e| summary(e)).collect();
+    Json(json!({ "experiments": list }))
+}
+
+pub async fn get(State(s): AppStateRef, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    Ok(Json(json!(s.experiments.get(&name)?.results())))
+}
+
+/// Creates (201) or changes (200) an experiment; answers with its results.
+pub async fn put(
+    State(s): AppStateRef,
+    Path(name): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    let body = read_body(body, s.max_request_bytes).await?;
+    let spec = ExperimentSpec::from_json(&body)?;
+    let state = Arc::clone(&s);
+    let n = name.clone();
+    let created = tokio::task::spawn_blocking(move || {
+        state.experiments.put(&n, spec, &RepoCatalog(&state.repo))
+    })
+    .await
+    .map_err(|e| ApiError::Unavailable(format!("interrupted: {e}")))??;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!(s.experiments.get(&name)?.results()))).into_response())
+}
+
+pub async fn delete(State(s): AppStateRef, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    s.experiments.delete(&name)?;
+    Ok(Json(json!({})))
+}
+
+pub async fn stop(State(s): AppStateRef, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    let exp = s.experiments.stop(&name, "stopped through the API")?;
+    Ok(Json(json!(exp.results())))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightsBody {
+    weights: BTreeMap<String, f64>,
+}
+
+/// `{"weights": {"arm": 60, ...}}`: arms not named keep their weight.
+pub async fn weights(
+    State(s): AppStateRef,
+    Path(name): Path<String>,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let body = read_body(body, s.max_request_bytes).await?;
+    let w: WeightsBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected {{\"weights\": {{\"<arm>\": <number>, ...}}}}: {e}"
+        ))
+    })?;
+    s.experiments.set_weights(&name, &w.weights)?;
+    Ok(Json(json!(s.experiments.get(&name)?.results())))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromoteBody {
+    arm: String,
+}
+
+pub async fn promote(
+    State(s): AppStateRef,
+    Path(name): Path<String>,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let body = read_body(body, s.max_request_bytes).await?;
+    let p: PromoteBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("expected {{\"arm\": \"<arm name>\"}}: {e}")))?;
+    Ok(Json(json!(ab::promote(&s, &name, &p.arm).await?)))
+}
+
+/// The most feedback items one request may carry.
+pub const MAX_FEEDBACK_ITEMS: usize = 10_000;
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FeedbackBody {
+    Wrapped { feedback: Vec<Feedback> },
+    Bare(Vec<Feedback>),
+}
+
+/// `POST /api/feedback`: `{"feedback": [{"id": "...", "reward": 1}, {"experiment": "e",
+/// "unit": "user-7", "reward": 0}, ...]}` (or the bare array). Each item stands alone; the
+/// answer counts what was accepted and says why each other item was not.
+pub async fn feedback(State(s): AppStateRef, body: Body) -> ApiResult<Json<Value>> {
+    let body = read_body(body, s.max_request_bytes).await?;
+    let items = match serde_json::from_slice::<FeedbackBody>(&body) {
+        Ok(FeedbackBody::Wrapped { feedback } | FeedbackBody::Bare(feedback)) => feedback,
+        Err(_) => {
+            // Untagged enums hide the real error: parse as the documented shape for it.
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            #[allow(dead_code)]
+            struct Wrapped {
+                feedback: Vec<Feedback>,
+            }
+            let e = serde_json::from_slice::<Wrapped>(&body).err();
+            return Err(ApiError::BadRequest(format!(
+                "expected {{\"feedback\": [{{\"id\": \"<request id>\", \"reward\": <number>}}, ...]}}: {}",
+                e.map_or_else(|| "malformed body".into(), |e| e.to_string())
+            )));
+        }
+    };
+    if items.len() > MAX_FEEDBACK_ITEMS {
+        return Err(ApiError::BadRequest(format!(
+            "{} feedback items in one request; send at most {MAX_FEEDBACK_ITEMS}",
+            items.len()
+        )));
+    }
+    Ok(Json(json!(s.experiments.feedback(&items))))
+}
