@@ -656,3 +656,193 @@ async fn bad_configurations_and_feedback_get_clear_errors() {
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grpc_configures_routes_by_metadata_and_takes_feedback() {
+    use server::proto::inferd as pb;
+    use server::proto::inferd::experiments_client::ExperimentsClient;
+    use server::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+    use server::proto::inference::model_infer_request::InferInputTensor;
+    use server::proto::inference::{InferTensorContents, ModelInferRequest};
+
+    let repo = repo();
+    let srv = start(repo.path(), None).await;
+    let mut exps = ExperimentsClient::connect(srv.grpc_url()).await.unwrap();
+    let arm = |name: &str, version: &str, weight: f64| pb::ExperimentArm {
+        name: name.into(),
+        version: version.into(),
+        weight,
+        ..Default::default()
+    };
+    let spec = pb::ExperimentSpec {
+        model: "mlp".into(),
+        arms: vec![arm("a", "1", 1.0), arm("b", "2", 1.0)],
+        unit: Some(pb::UnitKey {
+            header: "x-user-id".into(),
+            ..Default::default()
+        }),
+        outcome: "continuous".into(),
+        guardrails: vec![pb::Guardrail {
+            rule: "error_rate".into(),
+            max: 0.5,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    // A bad configuration: INVALID_ARGUMENT with the reason.
+    let mut bad = spec.clone();
+    bad.arms[1].version = "9".into();
+    let e = exps
+        .put_experiment(pb::PutExperimentRequest {
+            name: "g".into(),
+            spec: Some(bad),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("no version '9'"), "{e}");
+    let r = exps
+        .put_experiment(pb::PutExperimentRequest {
+            name: "g".into(),
+            spec: Some(spec),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (r.arms.len(), r.state.as_str(), r.outcome.as_str()),
+        (2, "running", "continuous")
+    );
+
+    let mut infer = GrpcInferenceServiceClient::connect(srv.grpc_url())
+        .await
+        .unwrap();
+    let request = |user: &str| {
+        let mut r = tonic::Request::new(ModelInferRequest {
+            model_name: "mlp".into(),
+            inputs: vec![InferInputTensor {
+                name: "input".into(),
+                datatype: "FP32".into(),
+                shape: vec![1, 64],
+                contents: Some(InferTensorContents {
+                    fp32_contents: vec![0.25; 64],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        r.metadata_mut().insert("x-user-id", user.parse().unwrap());
+        r
+    };
+    let c = reqwest::Client::new();
+    let mut feedback = Vec::new();
+    for i in 0..40 {
+        let user = format!("grpc-user-{i}");
+        let resp = infer.model_infer(request(&user)).await.unwrap();
+        let arm = resp
+            .metadata()
+            .get("inferd-experiment-arm")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = resp.into_inner();
+        let param = body.parameters["experiment_arm"].parameter_choice.clone();
+        assert_eq!(
+            param,
+            Some(
+                server::proto::inference::infer_parameter::ParameterChoice::StringParam(
+                    arm.clone()
+                )
+            )
+        );
+        // The unit's arm is the same on both transports.
+        let rest = infer_rest_arm(&c, &srv, &user).await;
+        assert_eq!(rest, arm, "{user}");
+        assert!(!body.id.is_empty(), "the server assigns an id");
+        feedback.push(pb::Feedback {
+            id: body.id,
+            reward: Some(i as f64),
+            ..Default::default()
+        });
+    }
+    feedback.push(pb::Feedback {
+        id: "unknown".into(),
+        reward: Some(1.0),
+        ..Default::default()
+    });
+    let rep = exps
+        .send_feedback(pb::SendFeedbackRequest { feedback })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rep.accepted, 40);
+    assert_eq!(rep.rejected.len(), 1);
+    assert_eq!(rep.rejected[0].index, 40);
+
+    let r = exps
+        .get_experiment(pb::GetExperimentRequest { name: "g".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.arms.iter().map(|a| a.rewards).sum::<u64>(), 40);
+    assert_eq!(
+        r.arms.iter().map(|a| a.exposures).sum::<u64>(),
+        80,
+        "gRPC and REST requests both count"
+    );
+    assert!(
+        r.arms[1].p_value.is_some() && r.arms[1].test == "welch_t",
+        "{:?}",
+        r.arms[1]
+    );
+
+    let r = exps
+        .set_weights(pb::SetWeightsRequest {
+            name: "g".into(),
+            weights: [("b".to_string(), 3.0)].into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.arms[1].weight, 0.75);
+    let r = exps
+        .stop_experiment(pb::StopExperimentRequest { name: "g".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.state, "stopped");
+    let resp = infer.model_infer(request("grpc-user-1")).await.unwrap();
+    assert!(
+        resp.metadata().get("inferd-experiment-arm").is_none(),
+        "stopped: unrouted"
+    );
+    let list = exps
+        .list_experiments(pb::ListExperimentsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.experiments.len(), 1);
+    exps.delete_experiment(pb::DeleteExperimentRequest { name: "g".into() })
+        .await
+        .unwrap();
+    let e = exps
+        .get_experiment(pb::GetExperimentRequest { name: "g".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+}
+
+async fn infer_rest_arm(c: &reqwest::Client, srv: &Server, user: &str) -> String {
+    let r = infer(
+        c,
+        srv,
+        "/v2/models/mlp/infer",
+        Some(user),
+        &body(0.25, json!({})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.arm.unwrap()
+}
