@@ -99,8 +99,8 @@ struct Router {
     seed: String,
     unit: Option<UnitKey>,
     table: BucketTable,
-    arms: Vec<Target>,
-    shadows: Vec<(Target, f64)>,
+    arms: Vec<Arc<Target>>,
+    shadows: Vec<(Arc<Target>, f64)>,
     /// Bandits remember each unit's first arm (weights move under them).
     sticky_units: bool,
 }
@@ -630,14 +630,14 @@ impl Inner {
                 .arms
                 .iter()
                 .zip(names)
-                .map(|(a, n)| target(n, &a.model, &a.version))
+                .map(|(a, n)| Arc::new(target(n, &a.model, &a.version)))
                 .collect(),
             shadows: self
                 .spec
                 .shadows
                 .iter()
                 .zip(self.spec.shadow_names())
-                .map(|(s, n)| (target(n, &s.model, &s.version), s.percent / 100.0))
+                .map(|(s, n)| (Arc::new(target(n, &s.model, &s.version)), s.percent / 100.0))
                 .collect(),
             sticky_units: self.spec.allocation == Allocation::Thompson && self.spec.unit.is_some(),
         }
@@ -731,12 +731,12 @@ impl Experiment {
         self.router.load().unit.clone()
     }
 
-    pub fn target(&self, a: Assignment) -> Target {
-        self.router.load().arms[a.arm].clone()
+    pub fn target(&self, a: Assignment) -> Arc<Target> {
+        Arc::clone(&self.router.load().arms[a.arm])
     }
 
-    pub fn shadow_target(&self, i: usize) -> Target {
-        self.router.load().shadows[i].0.clone()
+    pub fn shadow_target(&self, i: usize) -> Arc<Target> {
+        Arc::clone(&self.router.load().shadows[i].0)
     }
 
     /// Picks the arm for a request: by the unit key's bucket when there is one (the same
@@ -787,18 +787,19 @@ impl Experiment {
         inner.arms[a.arm].record(ms, o.error);
         let total: f64 = inner.weights.iter().sum();
         if total > 0.0 {
-            let shares: Vec<f64> = inner.weights.iter().map(|w| w / total).collect();
-            for (e, s) in inner.expected.iter_mut().zip(shares) {
-                *e += s;
+            let inner = &mut *inner;
+            for (e, w) in inner.expected.iter_mut().zip(&inner.weights) {
+                *e += w / total;
             }
         }
         if !inner.tripped[a.arm] {
-            let rules = inner.spec.guardrails.clone();
-            for rule in &rules {
-                if let Some(trip) = check_guardrail(&inner, a.arm, rule) {
-                    self.trip(&mut inner, a.arm, rule, trip);
-                    break;
-                }
+            let tripped = inner
+                .spec
+                .guardrails
+                .iter()
+                .find_map(|rule| Some((rule.clone(), check_guardrail(&inner, a.arm, rule)?)));
+            if let Some((rule, trip)) = tripped {
+                self.trip(&mut inner, a.arm, &rule, trip);
             }
         }
         drop(inner);

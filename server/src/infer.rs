@@ -170,7 +170,7 @@ pub async fn infer(state: &AppState, mut req: InferRequest) -> ApiResult<InferRe
         })
         .collect();
     let experiment = routed.map(|(exp, a)| {
-        let arm = exp.target(a).name;
+        let arm = exp.target(a).name.clone();
         parameters.push(("experiment".into(), ParamValue::Str(exp.name.clone())));
         parameters.push(("experiment_arm".into(), ParamValue::Str(arm.clone())));
         (exp.name.clone(), arm)

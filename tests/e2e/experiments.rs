@@ -11,12 +11,18 @@ use serde_json::{Value, json};
 
 use crate::common::{Server, fixtures};
 
-/// `mlp` with three versions: 1 = the mlp, 2 = the same signature with other weights,
-/// 3 = the same signature, failing for inputs whose first value is >= 3. Every version is
-/// served; `production` is set to 1 by [`start`].
+/// `mlp` with four versions: 1 = the mlp, 2 = the same signature with other weights,
+/// 3 = the same signature, failing for inputs whose first value is >= 3, 4 = the same
+/// signature, slow (tens of milliseconds). Every version is served; `production` is set to 1
+/// by [`start`].
 fn repo() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for (v, src) in [(1, "mlp"), (2, "mlp_v2"), (3, "mlp_faulty")] {
+    for (v, src) in [
+        (1, "mlp"),
+        (2, "mlp_v2"),
+        (3, "mlp_faulty"),
+        (4, "mlp_slow"),
+    ] {
         let d = dir.path().join("mlp").join(v.to_string());
         std::fs::create_dir_all(&d).unwrap();
         std::fs::copy(
@@ -313,6 +319,58 @@ async fn a_shadow_arm_gets_copies_and_cannot_touch_the_caller() {
         )
         .await
             >= copies
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_shadow_arm_never_holds_the_caller() {
+    let repo = repo();
+    let srv = start(repo.path(), None).await;
+    let (status, r) = put(
+        &srv,
+        "slow",
+        json!({"model": "mlp",
+               "arms": [{"name": "main", "version": 1, "weight": 1}, {"name": "idle", "version": 2, "weight": 0}],
+               "shadows": [{"name": "slow", "version": 4, "percent": 100}]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{r}");
+    let c = reqwest::Client::new();
+    let b = body(0.5, json!({}));
+    let direct = infer(&c, &srv, "/v2/models/mlp/versions/1/infer", None, &b).await;
+    let n = 30;
+    for _ in 0..n {
+        let r = infer(&c, &srv, "/v2/models/mlp/infer", None, &b).await;
+        assert_eq!(
+            (r.status, r.arm.as_deref()),
+            (200, Some("main")),
+            "{}",
+            r.body
+        );
+        assert_eq!(r.body["outputs"], direct.body["outputs"]);
+    }
+    // Every caller has its answer while most copies are still queued or running on the slow
+    // version (each takes far longer than a caller's whole request): nobody waited for them.
+    let (_, r) = get(&srv, "/api/experiments/slow").await;
+    let done_then = r["shadows"][0]["requests"].as_u64().unwrap();
+    assert!(
+        done_then < n / 2,
+        "copies done when the callers were: {done_then} of {n}"
+    );
+    // They all run in the end, without errors.
+    let mut shadow = Value::Null;
+    for _ in 0..1000 {
+        let (_, r) = get(&srv, "/api/experiments/slow").await;
+        shadow = r["shadows"][0].clone();
+        if shadow["requests"] == n {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        (shadow["requests"].as_u64(), shadow["errors"].as_u64()),
+        (Some(n), Some(0)),
+        "{shadow}"
     );
 }
 
