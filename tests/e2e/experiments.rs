@@ -264,6 +264,20 @@ async fn weight_changes_move_only_the_units_they_must_and_parameters_carry_unit_
     assert!(moved.len() >= 146, "{} units moved", moved.len());
 }
 
+/// Polls the first shadow arm's results until `done` says so (bounded: 20 s).
+async fn settled_shadow(srv: &Server, exp: &str, mut done: impl FnMut(&Value) -> bool) -> Value {
+    let mut shadow = Value::Null;
+    for _ in 0..400 {
+        let (_, r) = get(srv, &format!("/api/experiments/{exp}")).await;
+        shadow = r["shadows"][0].clone();
+        if done(&shadow) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    shadow
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shadow_arm_gets_copies_and_cannot_touch_the_caller() {
     let repo = repo();
@@ -296,16 +310,14 @@ async fn a_shadow_arm_gets_copies_and_cannot_touch_the_caller() {
             "the caller gets the main arm's answer"
         );
     }
-    // Every copy fails; wait until the last ones have been counted.
-    let mut shadow = Value::Null;
-    for _ in 0..500 {
-        let (_, r) = get(&srv, "/api/experiments/shadowed").await;
-        shadow = r["shadows"][0].clone();
-        if shadow["requests"] == shadow["errors"] && r["arms"][0]["exposures"] == n {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    // Every copy fails; wait until the last ones have been counted (the count holds still).
+    let mut last = Value::Null;
+    let shadow = settled_shadow(&srv, "shadowed", |s| {
+        let done = s["requests"] == s["errors"] && *s == last;
+        last = s.clone();
+        done
+    })
+    .await;
     let copies = shadow["requests"].as_f64().unwrap();
     let sigma = (n as f64 * 0.25).sqrt();
     assert!((copies - 200.0).abs() < 4.0 * sigma, "{shadow}");
@@ -358,15 +370,7 @@ async fn a_slow_shadow_arm_never_holds_the_caller() {
         "copies done when the callers were: {done_then} of {n}"
     );
     // They all run in the end, without errors.
-    let mut shadow = Value::Null;
-    for _ in 0..1000 {
-        let (_, r) = get(&srv, "/api/experiments/slow").await;
-        shadow = r["shadows"][0].clone();
-        if shadow["requests"] == n {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let shadow = settled_shadow(&srv, "slow", |s| s["requests"] == n).await;
     assert_eq!(
         (shadow["requests"].as_u64(), shadow["errors"].as_u64()),
         (Some(n), Some(0)),
@@ -903,4 +907,76 @@ async fn infer_rest_arm(c: &reqwest::Client, srv: &Server, user: &str) -> String
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
     r.arm.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_start_up_file_creates_experiments_and_a_bad_one_stops_the_start() {
+    let repo = repo();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("experiments.toml");
+    std::fs::write(
+        &file,
+        r#"
+[experiments.from-file]
+model = "mlp"
+unit = { header = "x-user-id" }
+arms = [{ name = "a", version = 1, weight = 1 }, { name = "b", version = "2", weight = 3 }]
+guardrails = [{ rule = "latency_p99", max_ms = 1000 }]
+"#,
+    )
+    .unwrap();
+    let srv = Server::start(repo.path(), &["--experiments", file.to_str().unwrap()]).await;
+    let (status, r) = get(&srv, "/api/experiments/from-file").await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        (r["state"].as_str(), r["arms"][1]["weight"].as_f64()),
+        (Some("running"), Some(0.75))
+    );
+    let c = reqwest::Client::new();
+    let reply = infer(
+        &c,
+        &srv,
+        "/v2/models/mlp/infer",
+        Some("u1"),
+        &body(0.5, json!({})),
+    )
+    .await;
+    assert!(
+        matches!(reply.arm.as_deref(), Some("a" | "b")),
+        "{}",
+        reply.body
+    );
+
+    // A typo in the file: the server refuses to start and says where.
+    std::fs::write(
+        &file,
+        "[experiments.x]\nmodel = \"mlp\"\narms = []\nwieght = 1\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_inferd"))
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ])
+        .arg("--model-repository")
+        .arg(repo.path())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--experiments")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("experiment file") && err.contains("wieght"),
+        "{err}"
+    );
 }
