@@ -292,3 +292,50 @@ fn feedback_by_id_and_by_unit() {
     assert_eq!(r.arms[a.arm].outcome.n, 2);
     assert_eq!(r.arms[a.arm].outcome.successes, Some(1));
 }
+
+#[test]
+fn reward_guardrail_stops_an_arm_that_is_significantly_worse() {
+    let e = exps(None);
+    e.put(
+        "r",
+        spec(r#"{"model":"m","outcome":"continuous","arms":[{"name":"a","version":1,"weight":1},{"name":"b","version":2,"weight":1}],
+                 "guardrails":[{"rule":"reward_worse","min_samples":30}]}"#),
+        &FakeCatalog,
+    )
+    .unwrap();
+    let exp = e.get("r").unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut rewards = [0u64; 2];
+    for _ in 0..4000 {
+        let a = exp.assign(None);
+        exp.record(a, OK);
+        // b is one standard deviation worse.
+        let r = rng.random::<f64>() - if a.arm == 1 { 0.29 } else { 0.0 };
+        exp.reward(a.arm, r).unwrap();
+        rewards[a.arm] += 1;
+    }
+    let res = exp.results();
+    assert!(res.arms[1].stopped_by_guardrail, "{rewards:?}");
+    let ev = res.events.iter().find(|ev| ev.kind == "guardrail").unwrap();
+    assert_eq!(ev.rule.as_deref(), Some("reward_worse"));
+    assert!(ev.value.unwrap() < 0.05);
+    // Taken out early, long before it saw half the traffic.
+    assert!(rewards[1] < 1000, "{rewards:?}");
+
+    // The same with equal arms: nothing trips.
+    let e = exps(None);
+    e.put(
+        "aa",
+        spec(r#"{"model":"m","outcome":"continuous","arms":[{"version":1,"weight":1},{"version":2,"weight":1}],
+                 "guardrails":[{"rule":"reward_worse","min_samples":30}]}"#),
+        &FakeCatalog,
+    )
+    .unwrap();
+    let exp = e.get("aa").unwrap();
+    for _ in 0..4000 {
+        let a = exp.assign(None);
+        exp.record(a, OK);
+        exp.reward(a.arm, rng.random::<f64>()).unwrap();
+    }
+    assert!(exp.results().arms.iter().all(|a| !a.stopped_by_guardrail));
+}
