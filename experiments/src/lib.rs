@@ -420,16 +420,11 @@ impl Experiments {
             arm: a.arm,
             at: Instant::now(),
         };
+        // The size gauge is refreshed by flush(): counting every shard here would take every
+        // shard's lock on each request.
         self.log.insert(id.to_owned(), served, |why| {
             self.metrics.feedback_evicted(why);
         });
-        self.metrics.feedback_pending.set(self.log_len_estimate());
-    }
-
-    fn log_len_estimate(&self) -> i64 {
-        // Counting every shard on each request would take every lock; the gauge is refreshed
-        // by flush() instead. Keep the last value.
-        self.metrics.feedback_pending.get()
     }
 
     /// Adds a batch of feedback; each item stands alone (a bad one does not spoil the rest).
