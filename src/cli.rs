@@ -9,16 +9,30 @@ use futures::StreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+/// `--server`: the address every client verb talks to.
 #[derive(Args)]
-pub struct ModelsArgs {
+pub struct ServerArg {
     /// The inferd server's REST address.
     #[arg(
-        long,
+        long = "server",
         global = true,
         env = "INFERD_SERVER",
         default_value = "http://localhost:8000"
     )]
-    server: String,
+    url: String,
+}
+
+impl ServerArg {
+    /// The address without a trailing slash, ready for a path to be appended.
+    pub fn base(&self) -> &str {
+        self.url.trim_end_matches('/')
+    }
+}
+
+#[derive(Args)]
+pub struct ModelsArgs {
+    #[command(flatten)]
+    server: ServerArg,
     #[command(subcommand)]
     command: ModelsCommand,
 }
@@ -106,7 +120,7 @@ fn print_model(m: &Value) {
 }
 
 pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
-    let base = args.server.trim_end_matches('/').to_owned();
+    let base = args.server.base().to_owned();
     let client = reqwest::Client::new();
     match args.command {
         ModelsCommand::Push {

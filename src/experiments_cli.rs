@@ -6,18 +6,12 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::cli::check;
+use crate::cli::{ServerArg, check};
 
 #[derive(Args)]
 pub struct ExperimentsArgs {
-    /// The inferd server's REST address.
-    #[arg(
-        long,
-        global = true,
-        env = "INFERD_SERVER",
-        default_value = "http://localhost:8000"
-    )]
-    server: String,
+    #[command(flatten)]
+    server: ServerArg,
     #[command(subcommand)]
     command: ExperimentsCommand,
 }
@@ -49,7 +43,7 @@ enum ExperimentsCommand {
 }
 
 pub async fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
-    let base = format!("{}/api/experiments", args.server.trim_end_matches('/'));
+    let base = format!("{}/api/experiments", args.server.base());
     let client = reqwest::Client::new();
     match args.command {
         ExperimentsCommand::Create { name, file } => {

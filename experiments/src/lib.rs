@@ -97,7 +97,7 @@ pub struct Outcome {
 struct Router {
     running: bool,
     seed: String,
-    unit: Option<UnitKey>,
+    unit: Option<Arc<UnitKey>>,
     table: BucketTable,
     arms: Vec<Arc<Target>>,
     shadows: Vec<(Arc<Target>, f64)>,
@@ -220,6 +220,9 @@ pub struct Feedback {
     #[serde(default)]
     pub truth: Option<serde_json::Value>,
 }
+
+/// The most feedback items one batch may carry.
+pub const MAX_FEEDBACK_ITEMS: usize = 10_000;
 
 /// What became of a batch of feedback.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -428,7 +431,14 @@ impl Experiments {
     }
 
     /// Adds a batch of feedback; each item stands alone (a bad one does not spoil the rest).
-    pub fn feedback(&self, items: &[Feedback]) -> FeedbackReport {
+    /// A batch of more than [`MAX_FEEDBACK_ITEMS`] is refused whole.
+    pub fn feedback(&self, items: &[Feedback]) -> Result<FeedbackReport> {
+        if items.len() > MAX_FEEDBACK_ITEMS {
+            return Err(Error::Invalid(format!(
+                "{} feedback items in one request; send at most {MAX_FEEDBACK_ITEMS}",
+                items.len()
+            )));
+        }
         let mut report = FeedbackReport::default();
         for (index, f) in items.iter().enumerate() {
             match self.one_feedback(f) {
@@ -445,7 +455,7 @@ impl Experiments {
             .feedback_items
             .with_label_values(&["rejected"])
             .inc_by(report.rejected.len() as u64);
-        report
+        Ok(report)
     }
 
     fn one_feedback(&self, f: &Feedback) -> std::result::Result<bool, String> {
@@ -618,7 +628,7 @@ impl Inner {
         Router {
             running: self.spec.state == RunState::Running,
             seed: self.spec.seed.clone().unwrap_or_else(|| self.name.clone()),
-            unit: self.spec.unit.clone(),
+            unit: self.spec.unit.clone().map(Arc::new),
             table: self.table.clone(),
             arms: self
                 .spec
@@ -722,7 +732,7 @@ impl Experiment {
     }
 
     /// Where the unit key is read from, if the experiment has one.
-    pub fn unit_key(&self) -> Option<UnitKey> {
+    pub fn unit_key(&self) -> Option<Arc<UnitKey>> {
         self.router.load().unit.clone()
     }
 
@@ -1037,19 +1047,16 @@ impl Experiment {
     /// The results as of now.
     pub fn results(&self) -> results::Results {
         let mut inner = self.lock();
-        let r = results::compute(&inner.snapshot());
-        // Keep the always-valid p-values' running minimum across reads.
-        for (i, arm) in r.arms.iter().enumerate() {
+        let mut r = results::compute(&inner.snapshot());
+        // Report, and keep, the always-valid p-values' running minimum across reads.
+        let alpha = inner.spec.alpha;
+        for (arm, min) in r.arms.iter_mut().zip(inner.always_valid_min.iter_mut()) {
             if let Some(p) = arm.vs_control.as_ref().and_then(|c| c.always_valid_p_value) {
-                let prev = inner.always_valid_min[i];
-                inner.always_valid_min[i] = Some(stats::running_min(prev, p));
+                *min = Some(stats::running_min(*min, p));
             }
-        }
-        let mut r = r;
-        for (arm, min) in r.arms.iter_mut().zip(&inner.always_valid_min) {
-            if let (Some(c), Some(min)) = (arm.vs_control.as_mut(), min) {
-                c.always_valid_p_value = Some(*min);
-                c.significant = *min < inner.spec.alpha;
+            if let (Some(c), Some(min)) = (arm.vs_control.as_mut(), *min) {
+                c.always_valid_p_value = Some(min);
+                c.significant = min < alpha;
             }
         }
         r

@@ -283,7 +283,7 @@ fn feedback_by_id_and_by_unit() {
             {"id":"nope","reward":1},{"experiment":"f","unit":"bob","reward":0.5},{"reward":1}]"#,
     )
     .unwrap();
-    let report = e.feedback(&items);
+    let report = e.feedback(&items).unwrap();
     assert_eq!(report.accepted, 2);
     let rejected: Vec<usize> = report.rejected.iter().map(|r| r.index).collect();
     assert_eq!(rejected, [1, 3, 4, 5], "{report:?}");

@@ -1,6 +1,6 @@
 //! The server's side of A/B experiments (the domain logic is the `experiments` crate): the
 //! model registry as the experiments' [`Catalog`], the start-up experiment file, and the
-//! operations both transports and the CLI share (promote, feedback).
+//! operations both transports share (put, promote).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -77,6 +77,20 @@ pub fn apply_file(exps: &Experiments, repo: &Repository, specs: BTreeMap<String,
             }
         }
     }
+}
+
+/// Creates or changes an experiment (checked against the registry, written to disk off the
+/// runtime). Returns whether it was created.
+pub async fn put(state: &Arc<AppState>, name: &str, spec: ExperimentSpec) -> ApiResult<bool> {
+    let (state, name) = (Arc::clone(state), name.to_owned());
+    let created = tokio::task::spawn_blocking(move || {
+        state
+            .experiments
+            .put(&name, spec, &RepoCatalog(&state.repo))
+    })
+    .await
+    .map_err(|e| ApiError::Unavailable(format!("the operation was interrupted: {e}")))??;
+    Ok(created)
 }
 
 /// What a promotion did.

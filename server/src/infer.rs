@@ -62,6 +62,22 @@ pub struct InferResponse {
 pub const ARM_HEADER: &str = "inferd-experiment-arm";
 pub const EXPERIMENT_HEADER: &str = "inferd-experiment";
 
+impl InferResponse {
+    /// The `inferd-experiment` / `inferd-experiment-arm` headers (REST) or metadata (gRPC)
+    /// of a request an experiment routed; empty otherwise.
+    pub fn experiment_headers(&self) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        if let Some((exp, arm)) = &self.experiment {
+            for (name, value) in [(EXPERIMENT_HEADER, exp), (ARM_HEADER, arm)] {
+                if let Ok(v) = http::HeaderValue::from_str(value) {
+                    h.insert(name, v);
+                }
+            }
+        }
+        h
+    }
+}
+
 /// A request parameter value, whatever the transport's encoding.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamValue {
@@ -136,28 +152,17 @@ pub async fn infer(state: &AppState, mut req: InferRequest) -> ApiResult<InferRe
     };
     let result = run(state, &served, req, routed.as_ref()).await;
     if let Some((exp, a)) = &routed {
-        match &result {
-            Ok(_) => {
-                exp.record(
-                    *a,
-                    Outcome {
-                        latency: started.elapsed(),
-                        error: false,
-                    },
-                );
+        let error = match &result {
+            Ok(_) => Some(false),
+            Err(e) => (e.status().is_server_error() || e.status().as_u16() == 429).then_some(true),
+        };
+        // `None`: refused as malformed, it never reached the arm's model.
+        if let Some(error) = error {
+            let latency = started.elapsed();
+            exp.record(*a, Outcome { latency, error });
+            if !error {
                 state.experiments.remember(&id, exp, *a);
             }
-            Err(e) if e.status().is_server_error() || e.status().as_u16() == 429 => {
-                exp.record(
-                    *a,
-                    Outcome {
-                        latency: started.elapsed(),
-                        error: true,
-                    },
-                );
-            }
-            // Refused as malformed: it never reached the arm's model.
-            Err(_) => {}
         }
     }
     let (out, selected, mut parameters) = result?;

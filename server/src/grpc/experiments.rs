@@ -10,9 +10,8 @@ use ::experiments::{Feedback, FeedbackReport};
 use serde_json::{Map, Value, json};
 use tonic::{Request, Response, Status};
 
-use crate::ab::{self, RepoCatalog};
+use crate::ab;
 use crate::error::ApiError;
-use crate::http::experiments::MAX_FEEDBACK_ITEMS;
 use crate::proto::inferd as pb;
 use crate::state::AppState;
 use pb::experiments_server::Experiments;
@@ -236,14 +235,7 @@ impl Experiments for ExperimentsService {
         let s = spec(r.spec.ok_or_else(|| {
             Status::invalid_argument("spec is missing: give the experiment's configuration")
         })?)?;
-        let state = Arc::clone(&self.state);
-        let name = r.name.clone();
-        tokio::task::spawn_blocking(move || {
-            state.experiments.put(&name, s, &RepoCatalog(&state.repo))
-        })
-        .await
-        .map_err(|e| Status::unavailable(format!("interrupted: {e}")))?
-        .map_err(ApiError::from)?;
+        ab::put(&self.state, &r.name, s).await?;
         let exp = self
             .state
             .experiments
@@ -331,12 +323,6 @@ impl Experiments for ExperimentsService {
         r: Request<pb::SendFeedbackRequest>,
     ) -> Reply<pb::SendFeedbackResponse> {
         let items = r.into_inner().feedback;
-        if items.len() > MAX_FEEDBACK_ITEMS {
-            return Err(Status::invalid_argument(format!(
-                "{} feedback items in one request; send at most {MAX_FEEDBACK_ITEMS}",
-                items.len()
-            )));
-        }
         let mut feedback = Vec::with_capacity(items.len());
         for (i, f) in items.into_iter().enumerate() {
             let truth = match f.truth_json.as_str() {
@@ -354,8 +340,11 @@ impl Experiments for ExperimentsService {
                 truth,
             });
         }
-        Ok(Response::new(report(
-            self.state.experiments.feedback(&feedback),
-        )))
+        let r = self
+            .state
+            .experiments
+            .feedback(&feedback)
+            .map_err(ApiError::from)?;
+        Ok(Response::new(report(r)))
     }
 }

@@ -42,17 +42,17 @@ impl InferenceService {
     }
 
     /// One request; `headers` are the call's metadata (an experiment's unit key may be one).
-    /// Returns the `(experiment, arm)` that served it beside the response.
+    /// Returns the experiment's response metadata beside the response.
     async fn infer_one(
         state: &AppState,
         r: pb::ModelInferRequest,
         headers: http::HeaderMap,
-    ) -> Result<(pb::ModelInferResponse, Option<(String, String)>), ApiError> {
+    ) -> Result<(pb::ModelInferResponse, http::HeaderMap), ApiError> {
         let mut req = convert::request(r)?;
         req.headers = headers;
-        let mut resp = infer::infer(state, req).await?;
-        let arm = resp.experiment.take();
-        Ok((convert::response(resp), arm))
+        let resp = infer::infer(state, req).await?;
+        let metadata = resp.experiment_headers();
+        Ok((convert::response(resp), metadata))
     }
 }
 
@@ -145,17 +145,12 @@ impl GrpcInferenceService for InferenceService {
         r: Request<pb::ModelInferRequest>,
     ) -> Reply<pb::ModelInferResponse> {
         let (metadata, _, msg) = r.into_parts();
-        let (resp, arm) = Self::infer_one(&self.state, msg, metadata.into_headers()).await?;
-        let mut resp = Response::new(resp);
-        if let Some((exp, arm)) = arm {
-            let m = resp.metadata_mut();
-            for (name, value) in [(infer::EXPERIMENT_HEADER, exp), (infer::ARM_HEADER, arm)] {
-                if let Ok(v) = value.parse() {
-                    m.insert(name, v);
-                }
-            }
-        }
-        Ok(resp)
+        let (resp, metadata) = Self::infer_one(&self.state, msg, metadata.into_headers()).await?;
+        Ok(Response::from_parts(
+            tonic::metadata::MetadataMap::from_headers(metadata),
+            resp,
+            Default::default(),
+        ))
     }
 
     type ModelStreamInferStream =

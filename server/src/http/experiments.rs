@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::v2::read_body;
-use crate::ab::{self, RepoCatalog};
+use crate::ab;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -78,13 +78,7 @@ pub async fn put(
 ) -> ApiResult<Response> {
     let body = read_body(body, s.max_request_bytes).await?;
     let spec = ExperimentSpec::from_json(&body)?;
-    let state = Arc::clone(&s);
-    let n = name.clone();
-    let created = tokio::task::spawn_blocking(move || {
-        state.experiments.put(&n, spec, &RepoCatalog(&state.repo))
-    })
-    .await
-    .map_err(|e| ApiError::Unavailable(format!("interrupted: {e}")))??;
+    let created = ab::put(&s, &name, spec).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -142,9 +136,6 @@ pub async fn promote(
     Ok(Json(json!(ab::promote(&s, &name, &p.arm).await?)))
 }
 
-/// The most feedback items one request may carry.
-pub const MAX_FEEDBACK_ITEMS: usize = 10_000;
-
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum FeedbackBody {
@@ -174,11 +165,5 @@ pub async fn feedback(State(s): AppStateRef, body: Body) -> ApiResult<Json<Value
             )));
         }
     };
-    if items.len() > MAX_FEEDBACK_ITEMS {
-        return Err(ApiError::BadRequest(format!(
-            "{} feedback items in one request; send at most {MAX_FEEDBACK_ITEMS}",
-            items.len()
-        )));
-    }
-    Ok(Json(json!(s.experiments.feedback(&items))))
+    Ok(Json(json!(s.experiments.feedback(&items)?)))
 }

@@ -129,14 +129,7 @@ async fn do_infer(
     req.headers = headers;
     let resp = infer::infer(&s, req).await?;
     let mut http = codec::encode_response(&resp, &enc);
-    if let Some((exp, arm)) = &resp.experiment {
-        let h = http.headers_mut();
-        for (name, value) in [(infer::EXPERIMENT_HEADER, exp), (infer::ARM_HEADER, arm)] {
-            if let Ok(v) = axum::http::HeaderValue::from_str(value) {
-                h.insert(name, v);
-            }
-        }
-    }
+    http.headers_mut().extend(resp.experiment_headers());
     Ok(http)
 }
 
