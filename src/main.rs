@@ -3,6 +3,7 @@
 //! in `experiments_cli`).
 
 mod cli;
+mod drift_cli;
 mod experiments_cli;
 
 use clap::{Parser, Subcommand};
@@ -22,11 +23,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the models of a repository over REST (8000), gRPC (8001) and /metrics (8002).
-    Serve(server::config::ServeArgs),
+    Serve(Box<server::config::ServeArgs>),
     /// Manage models on a running server: push, list, show, alias, rollback, delete.
     Models(cli::ModelsArgs),
     /// Manage A/B experiments on a running server: create, list, show, stop, weights, promote.
     Experiments(experiments_cli::ExperimentsArgs),
+    /// Drift monitors: set a reference, show verdicts; `watch` monitors a fleet from Kafka.
+    Drift(drift_cli::DriftArgs),
 }
 
 /// Pins glibc's mmap and trim thresholds at their initial defaults (128 KiB).
@@ -56,7 +59,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => server::config::Config::resolve(args).and_then(|cfg| {
+        Command::Serve(args) => server::config::Config::resolve(*args).and_then(|cfg| {
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
@@ -72,6 +75,11 @@ fn main() -> std::process::ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(experiments_cli::run(args))),
+        Command::Drift(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(drift_cli::run(args))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -20,6 +20,9 @@
 //! experiments = "/etc/inferd/experiments.toml" # [experiments.<name>] tables, applied at start
 //! feedback_capacity = 1000000        # requests kept for feedback by request id
 //! feedback_ttl_secs = 3600           # how long a request waits for its feedback
+//! drift_queue = 4096                 # sampled requests waiting for the drift monitor
+//! drift_kafka_topic = "inferd-predictions" # publish sampled predictions and truths
+//! drift_kafka_brokers = "kafka-1:9092" # default: kafka_brokers
 //! ```
 
 use std::net::IpAddr;
@@ -90,6 +93,17 @@ pub struct ServeArgs {
     /// Seconds a request waits for its feedback before it is dropped. Default: 3600.
     #[arg(long, env = "INFERD_FEEDBACK_TTL_SECS")]
     pub feedback_ttl_secs: Option<u64>,
+    /// Sampled requests that may wait for the drift monitor; past it a sample is dropped
+    /// (and counted), never the request. Default: 4096.
+    #[arg(long, env = "INFERD_DRIFT_QUEUE")]
+    pub drift_queue: Option<usize>,
+    /// Kafka topic to publish the sampled prediction records and truths to, for a
+    /// fleet-wide monitor (`inferd drift watch`). Default: none.
+    #[arg(long, env = "INFERD_DRIFT_KAFKA_TOPIC")]
+    pub drift_kafka_topic: Option<String>,
+    /// Kafka bootstrap servers for --drift-kafka-topic. Default: --kafka-brokers.
+    #[arg(long, env = "INFERD_DRIFT_KAFKA_BROKERS")]
+    pub drift_kafka_brokers: Option<String>,
 }
 
 /// The config file's keys: the same names as the flags, in snake_case.
@@ -113,6 +127,9 @@ struct FileConfig {
     experiments: Option<PathBuf>,
     feedback_capacity: Option<usize>,
     feedback_ttl_secs: Option<u64>,
+    drift_queue: Option<usize>,
+    drift_kafka_topic: Option<String>,
+    drift_kafka_brokers: Option<String>,
 }
 
 /// The resolved, validated configuration.
@@ -138,6 +155,10 @@ pub struct Config {
     pub experiments: Option<PathBuf>,
     pub feedback_capacity: usize,
     pub feedback_ttl_secs: u64,
+    pub drift_queue: usize,
+    /// `None`: sampled predictions stay in process.
+    pub drift_kafka_topic: Option<String>,
+    pub drift_kafka_brokers: Option<String>,
 }
 
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
@@ -168,6 +189,10 @@ impl Config {
                     })
             })
             .ok_or_else(|| anyhow::anyhow!("no --data-dir given and no HOME to default to"))?;
+        let kafka_brokers = args
+            .kafka_brokers
+            .or(file.kafka_brokers)
+            .filter(|b| !b.trim().is_empty());
         let cfg = Config {
             model_repository: args.model_repository.or(file.model_repository),
             data_dir,
@@ -196,10 +221,7 @@ impl Config {
                 .or(file.feature_store)
                 .unwrap_or_else(|| "memory".into()),
             feature_views: args.feature_views.or(file.feature_views),
-            kafka_brokers: args
-                .kafka_brokers
-                .or(file.kafka_brokers)
-                .filter(|b| !b.trim().is_empty()),
+            kafka_brokers: kafka_brokers.clone(),
             kafka_group: args
                 .kafka_group
                 .or(file.kafka_group)
@@ -213,6 +235,16 @@ impl Config {
                 .feedback_ttl_secs
                 .or(file.feedback_ttl_secs)
                 .unwrap_or(3600),
+            drift_queue: args.drift_queue.or(file.drift_queue).unwrap_or(4096),
+            drift_kafka_topic: args
+                .drift_kafka_topic
+                .or(file.drift_kafka_topic)
+                .filter(|t| !t.trim().is_empty()),
+            drift_kafka_brokers: args
+                .drift_kafka_brokers
+                .or(file.drift_kafka_brokers)
+                .filter(|b| !b.trim().is_empty())
+                .or(kafka_brokers),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -247,6 +279,10 @@ impl Config {
             self.feature_store == "memory" || self.feature_store.starts_with("redis"),
             "feature_store '{}' must be 'memory' or a redis:// URL",
             self.feature_store
+        );
+        anyhow::ensure!(
+            self.drift_kafka_topic.is_none() || self.drift_kafka_brokers.is_some(),
+            "drift_kafka_topic needs Kafka brokers: set drift_kafka_brokers or kafka_brokers"
         );
         if let Some(f) = &self.feature_views {
             anyhow::ensure!(

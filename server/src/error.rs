@@ -1,11 +1,12 @@
 //! The server's error type and its one mapping to HTTP statuses and gRPC codes.
 //!
-//! Every `models::Error`, `vector::Error`, `feature_store::Error` and `experiments::Error` variant is matched
+//! Every `models::Error`, `vector::Error`, `feature_store::Error`, `experiments::Error` and `drift::Error` variant is matched
 //! explicitly (no `_` arm), so a new variant must be mapped on purpose.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use drift::Error as DriftError;
 use experiments::Error as ExperimentError;
 use feature_store::Error as FeatureError;
 use models::Error as ModelError;
@@ -21,6 +22,8 @@ pub enum ApiError {
     Features(#[from] FeatureError),
     #[error(transparent)]
     Experiment(#[from] ExperimentError),
+    #[error(transparent)]
+    Drift(#[from] DriftError),
     /// Malformed request: JSON, protobuf, binary framing, parameters.
     #[error("{0}")]
     BadRequest(String),
@@ -89,6 +92,11 @@ impl ApiError {
                 ExperimentError::Conflict(_) => StatusCode::CONFLICT,
                 ExperimentError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
+            ApiError::Drift(e) => match e {
+                DriftError::Invalid(_) => StatusCode::BAD_REQUEST,
+                DriftError::NotFound(_) => StatusCode::NOT_FOUND,
+                DriftError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -147,6 +155,11 @@ impl ApiError {
                 ExperimentError::NotFound(_) => tonic::Code::NotFound,
                 ExperimentError::Conflict(_) => tonic::Code::FailedPrecondition,
                 ExperimentError::Storage(_) => tonic::Code::Internal,
+            },
+            ApiError::Drift(e) => match e {
+                DriftError::Invalid(_) => tonic::Code::InvalidArgument,
+                DriftError::NotFound(_) => tonic::Code::NotFound,
+                DriftError::Storage(_) => tonic::Code::Internal,
             },
             ApiError::BadRequest(_) => tonic::Code::InvalidArgument,
             ApiError::PayloadTooLarge { .. } => tonic::Code::ResourceExhausted,

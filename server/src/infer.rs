@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! REST/gRPC ─▶ [auth] ─▶ [experiment router] ─▶ [feature enrichment] ─▶ batcher ─▶ backend
+//!                                                        response ◀─┤
+//!                                   drift sampler (a copy, lossy) ◀─┘
 //! ```
 //!
 //! The bracketed stages come with their own issues; each gets its place in [`infer`] below,
@@ -150,7 +152,10 @@ pub async fn infer(state: &AppState, mut req: InferRequest) -> ApiResult<InferRe
         // in the meantime lets this request finish on the version it started on.
         None => (state.repo.get(&req.model, req.version.as_deref())?, None),
     };
-    let result = run(state, &served, req, routed.as_ref()).await;
+    // Asked before the inputs are queued: a sampled request's inputs are copied for the
+    // drift monitor (after enrichment, so it sees what the model saw).
+    let sampled = state.drift.wants(&served.model);
+    let result = run(state, &served, req, routed.as_ref(), sampled.is_some()).await;
     if let Some((exp, a)) = &routed {
         let error = match &result {
             Ok(_) => Some(false),
@@ -165,7 +170,10 @@ pub async fn infer(state: &AppState, mut req: InferRequest) -> ApiResult<InferRe
             }
         }
     }
-    let (out, selected, mut parameters) = result?;
+    let (out, selected, mut parameters, copied) = result?;
+    if let (Some(spec), Some(inputs)) = (sampled, copied) {
+        state.drift.offer(spec, &served, &id, inputs, &out.outputs);
+    }
     let mut outputs: Vec<Option<Tensor>> = out.outputs.into_iter().map(Some).collect();
     let outputs = selected
         .into_iter()
@@ -239,15 +247,17 @@ type RunOutput = (
     models::batcher::JobOutput,
     Vec<usize>,
     Vec<(String, ParamValue)>,
+    Option<Vec<(String, Tensor)>>,
 );
 
 /// Enrichment, shadow copies, the queue and the wait: the part whose failure counts against
-/// the arm.
+/// the arm. `copy`: also returns a copy of the inputs as queued (for the drift monitor).
 async fn run(
     state: &AppState,
     served: &Arc<ServedVersion>,
     mut req: InferRequest,
     routed: Option<&Routed>,
+    copy: bool,
 ) -> ApiResult<RunOutput> {
     let parameters = match &state.features {
         Some(fs) if !served.config.features.inputs.is_empty() => {
@@ -261,9 +271,10 @@ async fn run(
             shadow(state, exp, i, &req);
         }
     }
+    let copied = copy.then(|| req.inputs.clone());
     let rx = served.submit(req.inputs, req.priority, req.timeout)?;
     let out = rx.await?;
-    Ok((out, selected, parameters))
+    Ok((out, selected, parameters, copied))
 }
 
 /// Sends a copy of the request to shadow arm `i` and forgets it: the response is dropped,

@@ -16,6 +16,9 @@
 //!   (`grpc::features`); `inferd.v1.Experiments` (`grpc::experiments`).
 //! - [`ab`]: A/B experiments' server side — the registry as their catalog, the start-up
 //!   file, promotion (the domain logic is the `experiments` crate).
+//! - [`drift`]: drift monitoring's server side — the sampler on the request path, the
+//!   monitor's worker thread, column extraction, the fleet's Kafka topic, `drift watch`
+//!   (the domain logic is the `drift` crate); REST under `/api/drift` (`http::drift`).
 //! - [`enrich`]: feature enrichment — model inputs filled from the online feature store by
 //!   entity key.
 //! - [`triton`]: Triton's model-config and statistics views, for both transports.
@@ -27,6 +30,7 @@
 
 pub mod ab;
 pub mod config;
+pub mod drift;
 pub mod embedder;
 pub mod enrich;
 pub mod error;
@@ -147,6 +151,19 @@ pub async fn serve(
         )
         .context("opening the experiments")?,
     );
+    let monitors = Arc::new(
+        ::drift::Monitors::open(Some(cfg.data_dir.join("drift")), &registry)
+            .context("opening the drift monitors")?,
+    );
+    let publisher = match (&cfg.drift_kafka_topic, &cfg.drift_kafka_brokers) {
+        (Some(topic), Some(brokers)) => Some(drift::Publisher::new(brokers, topic)?),
+        _ => None,
+    };
+    let drift = Arc::new(drift::Drift::start(
+        Arc::clone(&monitors),
+        cfg.drift_queue,
+        publisher,
+    ));
     let state = Arc::new(AppState::new(
         Arc::clone(&repo),
         registry,
@@ -154,6 +171,7 @@ pub async fn serve(
         cfg.max_upload_bytes,
         Some(Arc::clone(&features)),
         Arc::clone(&exps),
+        Arc::clone(&drift),
     ));
     // Experiment statistics reach the disk at most a second late.
     let flusher = {
@@ -213,6 +231,10 @@ pub async fn serve(
                 ))
                 .merge(http::features::router_with_limit(
                     Arc::clone(&features),
+                    cfg.max_request_bytes,
+                ))
+                .merge(http::drift::router(
+                    Arc::clone(&monitors),
                     cfg.max_request_bytes,
                 )),
         )
@@ -291,6 +313,7 @@ pub async fn serve(
     }
     flusher.abort();
     let _ = tokio::task::spawn_blocking(move || exps.flush()).await;
+    let _ = tokio::task::spawn_blocking(move || drift.flush()).await;
     loader.abort();
     tracing::info!("stopped");
     Ok(())

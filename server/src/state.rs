@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use experiments::Experiments;
+
+use crate::drift::Drift;
 use feature_store::FeatureStore;
 use models::repository::Repository;
 
@@ -16,6 +18,8 @@ pub struct AppState {
     pub features: Option<Arc<FeatureStore>>,
     /// A/B experiments: the request path routes through the running ones.
     pub experiments: Arc<Experiments>,
+    /// Drift monitors: the request path hands them sampled copies.
+    pub drift: Arc<Drift>,
     /// Initial model loading is done.
     loaded: AtomicBool,
     /// SIGTERM received: refuse new work, finish what is in flight.
@@ -43,6 +47,7 @@ impl AppState {
         max_upload_bytes: u64,
         features: Option<Arc<FeatureStore>>,
         experiments: Arc<Experiments>,
+        drift: Arc<Drift>,
     ) -> Self {
         AppState {
             repo,
@@ -51,6 +56,7 @@ impl AppState {
             max_upload_bytes,
             features,
             experiments,
+            drift,
             loaded: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         }

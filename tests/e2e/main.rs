@@ -7,6 +7,7 @@ mod bad_input;
 mod batching;
 mod collections;
 mod common;
+mod drift;
 mod embeddings;
 mod experiments;
 mod features;

@@ -4,9 +4,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use ::experiments::Feedback;
 use ::experiments::config::ExperimentSpec;
 use ::experiments::results::Results;
-use ::experiments::{Feedback, FeedbackReport};
+
+use crate::drift::FeedbackOutcome;
 use serde_json::{Map, Value, json};
 use tonic::{Request, Response, Status};
 
@@ -211,9 +213,10 @@ fn results(r: Results) -> pb::ExperimentResults {
     }
 }
 
-fn report(r: FeedbackReport) -> pb::SendFeedbackResponse {
+fn report(r: FeedbackOutcome) -> pb::SendFeedbackResponse {
     pb::SendFeedbackResponse {
         accepted: r.accepted as u64,
+        labelled: r.labelled as u64,
         rejected: r
             .rejected
             .into_iter()
@@ -340,11 +343,9 @@ impl Experiments for ExperimentsService {
                 truth,
             });
         }
-        let r = self
-            .state
-            .experiments
-            .feedback(&feedback)
-            .map_err(ApiError::from)?;
-        Ok(Response::new(report(r)))
+        Ok(Response::new(report(crate::drift::feedback(
+            &self.state,
+            &feedback,
+        )?)))
     }
 }

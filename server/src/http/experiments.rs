@@ -144,8 +144,9 @@ enum FeedbackBody {
 }
 
 /// `POST /api/feedback`: `{"feedback": [{"id": "...", "reward": 1}, {"experiment": "e",
-/// "unit": "user-7", "reward": 0}, ...]}` (or the bare array). Each item stands alone; the
-/// answer counts what was accepted and says why each other item was not.
+/// "unit": "user-7", "reward": 0}, {"id": "...", "truth": 2}, ...]}` (or the bare array).
+/// Each item stands alone; the answer counts the rewards accepted and the truths labelled,
+/// and says why each other item was not.
 pub async fn feedback(State(s): AppStateRef, body: Body) -> ApiResult<Json<Value>> {
     let body = read_body(body, s.max_request_bytes).await?;
     let items = match serde_json::from_slice::<FeedbackBody>(&body) {
@@ -165,5 +166,5 @@ pub async fn feedback(State(s): AppStateRef, body: Body) -> ApiResult<Json<Value
             )));
         }
     };
-    Ok(Json(json!(s.experiments.feedback(&items)?)))
+    Ok(Json(json!(crate::drift::feedback(&s, &items)?)))
 }

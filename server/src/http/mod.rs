@@ -1,10 +1,12 @@
 //! The REST transport (axum): KServe V2 routes under `/v2` ([`v2`]), their tensor codec
 //! ([`codec`]), model management under `/api/models` ([`models`]), A/B experiments under
-//! `/api/experiments` and `/api/feedback` ([`experiments`]), and the Prometheus
+//! `/api/experiments` and `/api/feedback` ([`experiments`]), drift monitors under
+//! `/api/drift` ([`drift`]), and the Prometheus
 //! endpoint served on the metrics port ([`metrics_router`]).
 
 pub mod codec;
 pub mod collections;
+pub mod drift;
 pub mod embeddings;
 pub mod experiments;
 pub mod features;

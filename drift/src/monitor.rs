@@ -1,0 +1,633 @@
+//! One model's monitor (spec, reference or its capture, the live window, the evaluated
+//! windows, performance tracking) and [`Monitors`], every model's, persisted under one
+//! directory.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+
+use crate::evaluate::{self, Report, Summary};
+use crate::metrics::Metrics;
+use crate::record::{Record, Truth, Values};
+use crate::reference::{RefColumn, Reference, ReferenceBuilder};
+use crate::spec::MonitorSpec;
+use crate::tracker::{Tracker, VersionPerformance};
+use crate::window::{Current, Window};
+use crate::{Error, Result};
+
+/// One model's monitor.
+#[derive(Debug)]
+pub struct Monitor {
+    model: String,
+    spec: MonitorSpec,
+    reference: Option<Arc<Reference>>,
+    capture: Option<ReferenceBuilder>,
+    window: Window,
+    reports: VecDeque<Report>,
+    windows: u64,
+    tracker: Tracker,
+}
+
+/// What is persisted of a monitor besides its reference.
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    spec: MonitorSpec,
+    windows: u64,
+    reports: Vec<Report>,
+}
+
+impl Monitor {
+    fn new(model: &str, spec: MonitorSpec) -> Monitor {
+        let tracker = tracker_for(&spec);
+        Monitor {
+            model: model.to_owned(),
+            spec,
+            reference: None,
+            capture: None,
+            window: Window::default(),
+            reports: VecDeque::new(),
+            windows: 0,
+            tracker,
+        }
+    }
+
+    pub fn spec(&self) -> &MonitorSpec {
+        &self.spec
+    }
+
+    /// Takes a sampled request: into the reference being captured, or the window. Returns
+    /// the windows it closed, evaluated.
+    fn ingest(&mut self, r: &Record) -> Result<Vec<Report>> {
+        if let Some(p) = &r.predictions {
+            self.tracker
+                .remember(&r.id, &r.version, r.time_ms, p.clone());
+        }
+        let Some(reference) = self.reference.clone() else {
+            let wanted = self.spec.capture_reference;
+            let version_ok = self
+                .spec
+                .reference_version
+                .as_ref()
+                .is_none_or(|v| *v == r.version);
+            if wanted > 0 && version_ok {
+                let b = self.capture.get_or_insert_with(ReferenceBuilder::default);
+                b.push_record(r)?;
+                if b.rows() >= wanted {
+                    let b = self.capture.take().expect("capturing");
+                    let source = match &self.spec.reference_version {
+                        Some(v) => format!("capture:{v}"),
+                        None => "capture".into(),
+                    };
+                    self.reference = Some(Arc::new(b.finish(&source, r.time_ms)?));
+                }
+            }
+            return Ok(Vec::new());
+        };
+        let closed = self.window.push(&self.spec.window, r);
+        Ok(closed
+            .iter()
+            .map(|c| self.evaluate(&reference, c))
+            .collect())
+    }
+
+    fn tick(&mut self, now_ms: u64) -> Option<Report> {
+        let reference = self.reference.clone()?;
+        let c = self.window.tick(&self.spec.window, now_ms)?;
+        Some(self.evaluate(&reference, &c))
+    }
+
+    fn evaluate(&mut self, reference: &Reference, c: &Current) -> Report {
+        self.windows += 1;
+        let mut report = evaluate::evaluate(&self.spec, reference, c, self.windows);
+        if let Some(target) = &self.spec.target
+            && let Some(r) = reference.columns.get(target)
+        {
+            let truths = Values::Numbers(self.tracker.recent_truths());
+            report.label_drift = evaluate::column(target, &self.spec.column(target), r, &truths);
+        }
+        self.reports.push_back(report.clone());
+        while self.reports.len() > self.spec.history {
+            self.reports.pop_front();
+        }
+        report
+    }
+
+    /// What `GET /api/drift/{model}` shows.
+    pub fn status(&self, last: usize) -> Status {
+        let skip = self.reports.len().saturating_sub(last);
+        Status {
+            model: self.model.clone(),
+            spec: self.spec.clone(),
+            reference: self.reference.as_deref().map(profile),
+            capture: self.capture.as_ref().map_or_else(
+                || {
+                    (self.reference.is_none() && self.spec.capture_reference > 0).then_some(
+                        Capture {
+                            rows: 0,
+                            target: self.spec.capture_reference,
+                        },
+                    )
+                },
+                |b| {
+                    Some(Capture {
+                        rows: b.rows(),
+                        target: self.spec.capture_reference,
+                    })
+                },
+            ),
+            window_rows: self.window.rows(),
+            windows: self.windows,
+            drift_detected: self.reports.back().map(|r| r.drift_detected),
+            reports: self.reports.iter().skip(skip).cloned().collect(),
+            performance: self.tracker.performance(),
+            predictions_expired: self.tracker.expired,
+        }
+    }
+}
+
+fn tracker_for(spec: &MonitorSpec) -> Tracker {
+    let p = &spec.performance;
+    Tracker::new(p.capacity, p.ttl_secs * 1000, p.window)
+}
+
+/// A monitor's state, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub model: String,
+    pub spec: MonitorSpec,
+    pub reference: Option<Profile>,
+    /// Progress of a reference being captured from live traffic.
+    pub capture: Option<Capture>,
+    /// Rows in the open window.
+    pub window_rows: usize,
+    /// Windows evaluated so far.
+    pub windows: u64,
+    /// The last window's verdict.
+    pub drift_detected: Option<bool>,
+    /// The last evaluated windows, oldest first.
+    pub reports: Vec<Report>,
+    pub performance: Vec<VersionPerformance>,
+    /// Predictions dropped before their truth arrived.
+    pub predictions_expired: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Capture {
+    pub rows: usize,
+    pub target: usize,
+}
+
+/// The reference's profile: summary statistics per column.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Profile {
+    pub rows: usize,
+    pub source: String,
+    pub created_ms: u64,
+    pub columns: BTreeMap<String, Summary>,
+    /// `(dim, rows)` per embedding.
+    pub embeddings: BTreeMap<String, (usize, usize)>,
+}
+
+fn profile(r: &Reference) -> Profile {
+    Profile {
+        rows: r.rows,
+        source: r.source.clone(),
+        created_ms: r.created_ms,
+        columns: r
+            .columns
+            .iter()
+            .map(|(k, c)| {
+                let s = match c {
+                    RefColumn::Numeric { sorted, missing } => {
+                        evaluate::numeric_summary(sorted, *missing, evaluate::distinct(sorted))
+                    }
+                    RefColumn::Categorical { counts, missing } => {
+                        evaluate::categorical_summary(counts, *missing)
+                    }
+                };
+                (k.clone(), s)
+            })
+            .collect(),
+        embeddings: r
+            .embeddings
+            .iter()
+            .map(|(k, e)| (k.clone(), (e.dim, e.rows())))
+            .collect(),
+    }
+}
+
+/// What the request path reads for each monitored model, without a lock.
+#[derive(Debug)]
+pub struct Sampler {
+    pub spec: Arc<MonitorSpec>,
+    seen: AtomicU64,
+}
+
+impl Sampler {
+    /// Systematic sampling: request n is taken when ⌊(n+1)·rate⌋ > ⌊n·rate⌋, so exactly a
+    /// `rate` share of the requests is, evenly spread.
+    pub fn sample(&self) -> bool {
+        let rate = self.spec.sample_rate;
+        if rate >= 1.0 {
+            return true;
+        }
+        let n = self.seen.fetch_add(1, Ordering::Relaxed) as f64;
+        ((n + 1.0) * rate).floor() > (n * rate).floor()
+    }
+}
+
+/// What became of a batch of truths.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Labelled {
+    /// Indices of the truths joined with their predictions.
+    pub joined: Vec<usize>,
+    /// `(index, why)` of the truths that fit no waiting prediction.
+    pub rejected: Vec<(usize, String)>,
+}
+
+/// Every model's monitor.
+pub struct Monitors {
+    dir: Option<PathBuf>,
+    monitors: RwLock<BTreeMap<String, Arc<Mutex<Monitor>>>>,
+    samplers: ArcSwap<HashMap<String, Arc<Sampler>>>,
+    metrics: Metrics,
+}
+
+fn lock(m: &Mutex<Monitor>) -> std::sync::MutexGuard<'_, Monitor> {
+    // A panic while a monitor was locked leaves its state as it was at the last complete
+    // step; keep serving it.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Model names become directory names: the registry's rules, checked again here.
+fn check_name(model: &str) -> Result<()> {
+    let ok = !model.is_empty()
+        && model.len() <= 128
+        && !model.starts_with('.')
+        && model
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "'{model}' is not a model name (letters, digits, '-', '_', '.'; at most 128)"
+        )))
+    }
+}
+
+impl Monitors {
+    /// Opens the monitors persisted under `dir` (created if missing); `None` keeps them in
+    /// memory only.
+    pub fn open(dir: Option<PathBuf>, registry: &prometheus::Registry) -> Result<Monitors> {
+        let metrics = Metrics::new(registry)
+            .map_err(|e| Error::Storage(format!("registering drift metrics: {e}")))?;
+        let mut loaded = BTreeMap::new();
+        if let Some(dir) = &dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Storage(format!("creating {}: {e}", dir.display())))?;
+            let entries = std::fs::read_dir(dir)
+                .map_err(|e| Error::Storage(format!("reading {}: {e}", dir.display())))?;
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Some(model) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned)
+                else {
+                    continue;
+                };
+                if !path.join("monitor.json").is_file() || check_name(&model).is_err() {
+                    continue;
+                }
+                let m = load(&model, &path)?;
+                if let Some(r) = m.reports.back() {
+                    metrics.report(&model, r);
+                }
+                loaded.insert(model, Arc::new(Mutex::new(m)));
+            }
+        }
+        let monitors = Monitors {
+            dir,
+            monitors: RwLock::new(loaded),
+            samplers: ArcSwap::from_pointee(HashMap::new()),
+            metrics,
+        };
+        monitors.publish();
+        Ok(monitors)
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The request path's view of a model's monitor: `None` when it has none.
+    pub fn sampler(&self, model: &str) -> Option<Arc<Sampler>> {
+        self.samplers.load().get(model).cloned()
+    }
+
+    fn get(&self, model: &str) -> Option<Arc<Mutex<Monitor>>> {
+        self.monitors
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(model)
+            .cloned()
+    }
+
+    /// Refreshes the request path's samplers from the monitors (after a create, an update
+    /// or a delete).
+    fn publish(&self) {
+        let monitors = self
+            .monitors
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = self.samplers.load();
+        let map = monitors
+            .iter()
+            .map(|(k, m)| {
+                let spec = Arc::new(lock(m).spec.clone());
+                // Keep the count of an unchanged sampler, so its rate stays exact.
+                let seen = old
+                    .get(k)
+                    .filter(|s| *s.spec == *spec)
+                    .map_or(0, |s| s.seen.load(Ordering::Relaxed));
+                (
+                    k.clone(),
+                    Arc::new(Sampler {
+                        spec,
+                        seen: AtomicU64::new(seen),
+                    }),
+                )
+            })
+            .collect();
+        self.samplers.store(Arc::new(map));
+    }
+
+    /// Creates a model's monitor, or changes its spec (the reference and the evaluated
+    /// windows stay; the open window restarts). Returns true when it was created.
+    pub fn put(&self, model: &str, spec: MonitorSpec) -> Result<bool> {
+        check_name(model)?;
+        spec.validate()?;
+        let created = {
+            let mut monitors = self
+                .monitors
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match monitors.get(model) {
+                Some(m) => {
+                    let mut m = lock(m);
+                    if m.spec.performance != spec.performance {
+                        m.tracker = tracker_for(&spec);
+                    }
+                    m.window = Window::default();
+                    m.spec = spec;
+                    self.save(&m)?;
+                    false
+                }
+                None => {
+                    let m = Monitor::new(model, spec);
+                    self.save(&m)?;
+                    monitors.insert(model.to_owned(), Arc::new(Mutex::new(m)));
+                    true
+                }
+            }
+        };
+        self.publish();
+        Ok(created)
+    }
+
+    /// Deletes a model's monitor and what it persisted. Returns false when it had none.
+    pub fn delete(&self, model: &str) -> Result<bool> {
+        let removed = self
+            .monitors
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(model);
+        let Some(m) = removed else { return Ok(false) };
+        self.publish();
+        let m = lock(&m);
+        self.metrics
+            .forget(model, m.reports.back(), &m.tracker.performance());
+        if let Some(dir) = &self.dir {
+            let path = dir.join(model);
+            if path.exists() {
+                std::fs::remove_dir_all(&path)
+                    .map_err(|e| Error::Storage(format!("removing {}: {e}", path.display())))?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Sets a model's reference (creating a default monitor when it has none); a capture in
+    /// progress stops.
+    pub fn set_reference(&self, model: &str, reference: Reference) -> Result<()> {
+        check_name(model)?;
+        let m = match self.get(model) {
+            Some(m) => m,
+            None => {
+                self.put(model, MonitorSpec::default())?;
+                self.get(model)
+                    .ok_or_else(|| Error::NotFound(model.to_owned()))?
+            }
+        };
+        let mut m = lock(&m);
+        m.capture = None;
+        m.window = Window::default();
+        m.reference = Some(Arc::new(reference));
+        self.save_reference(&m)?;
+        self.save(&m)
+    }
+
+    /// A model's reference, as stored.
+    pub fn reference(&self, model: &str) -> Option<Arc<Reference>> {
+        self.get(model).and_then(|m| lock(&m).reference.clone())
+    }
+
+    /// Drops a model's reference (a capture restarts if the spec asks for one).
+    pub fn clear_reference(&self, model: &str) -> Result<bool> {
+        let Some(m) = self.get(model) else {
+            return Ok(false);
+        };
+        let mut m = lock(&m);
+        let had = m.reference.take().is_some();
+        m.window = Window::default();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_file(dir.join(model).join("reference.json"));
+        }
+        Ok(had)
+    }
+
+    pub fn status(&self, model: &str, last: usize) -> Option<Status> {
+        self.get(model).map(|m| lock(&m).status(last))
+    }
+
+    pub fn models(&self) -> Vec<String> {
+        self.monitors
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Takes one sampled request (the monitor's worker thread calls this): evaluates the
+    /// windows it closes, exports and persists them.
+    pub fn ingest(&self, r: &Record) {
+        let Some(m) = self.get(&r.model) else { return };
+        let mut m = lock(&m);
+        let had_reference = m.reference.is_some();
+        match m.ingest(r) {
+            Ok(reports) => {
+                self.metrics.samples.with_label_values(&[&r.model]).inc();
+                if !had_reference && m.reference.is_some() {
+                    self.log_err(self.save_reference(&m));
+                }
+                for rep in &reports {
+                    self.metrics.report(&r.model, rep);
+                }
+                if !reports.is_empty() {
+                    self.log_err(self.save(&m));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(model = %r.model, error = %e, "drift sample refused");
+                self.metrics
+                    .dropped
+                    .with_label_values(&[&r.model, "invalid"])
+                    .inc();
+            }
+        }
+    }
+
+    /// Closes the timed windows that are due.
+    pub fn tick(&self) {
+        let now = now_ms();
+        for model in self.models() {
+            let Some(m) = self.get(&model) else { continue };
+            let mut m = lock(&m);
+            if let Some(rep) = m.tick(now) {
+                self.metrics.report(&model, &rep);
+                self.log_err(self.save(&m));
+            }
+        }
+    }
+
+    /// Joins truths with the predictions they name (whichever model served them). A truth
+    /// for a request no monitor sampled is not an error here: the caller may count it
+    /// elsewhere (experiments). Returns the joined count and the misfits.
+    pub fn label(&self, truths: &[(usize, Truth)]) -> Labelled {
+        let mut out = Labelled::default();
+        let now = now_ms();
+        let monitors: Vec<(String, Arc<Mutex<Monitor>>)> = self
+            .monitors
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect();
+        let mut touched: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (index, t) in truths {
+            for (model, m) in &monitors {
+                let mut m = lock(m);
+                if !m.tracker.knows(&t.id) {
+                    continue;
+                }
+                match m.tracker.label(t, now) {
+                    Ok(Some(version)) => {
+                        out.joined.push(*index);
+                        touched.entry(model.as_str()).or_default().push(version);
+                    }
+                    Ok(None) => {}
+                    Err(why) => out.rejected.push((*index, why)),
+                }
+                break;
+            }
+        }
+        for (model, mut versions) in touched {
+            versions.sort();
+            versions.dedup();
+            if let Some((_, m)) = monitors.iter().find(|(k, _)| k == model) {
+                let m = lock(m);
+                for v in versions {
+                    if let Some(p) = m.tracker.version(&v) {
+                        self.metrics.performance(model, &p);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn log_err(&self, r: Result<()>) {
+        if let Err(e) = r {
+            tracing::error!(error = %e, "persisting a drift monitor");
+        }
+    }
+
+    fn save(&self, m: &Monitor) -> Result<()> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        let saved = Saved {
+            spec: m.spec.clone(),
+            windows: m.windows,
+            reports: m.reports.iter().cloned().collect(),
+        };
+        write_json(&dir.join(&m.model).join("monitor.json"), &saved)
+    }
+
+    fn save_reference(&self, m: &Monitor) -> Result<()> {
+        let (Some(dir), Some(r)) = (&self.dir, &m.reference) else {
+            return Ok(());
+        };
+        write_json(&dir.join(&m.model).join("reference.json"), r.as_ref())
+    }
+}
+
+fn load(model: &str, dir: &Path) -> Result<Monitor> {
+    let read = |name: &str| -> Result<Option<Vec<u8>>> {
+        let p = dir.join(name);
+        match std::fs::read(&p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Storage(format!("reading {}: {e}", p.display()))),
+        }
+    };
+    let corrupt = |name: &str, e: serde_json::Error| {
+        Error::Storage(format!("{}: {e}", dir.join(name).display()))
+    };
+    let saved: Saved = match read("monitor.json")? {
+        Some(b) => serde_json::from_slice(&b).map_err(|e| corrupt("monitor.json", e))?,
+        None => return Err(Error::NotFound(model.to_owned())),
+    };
+    let mut m = Monitor::new(model, saved.spec);
+    m.windows = saved.windows;
+    m.reports = saved.reports.into();
+    if let Some(b) = read("reference.json")? {
+        let r: Reference = serde_json::from_slice(&b).map_err(|e| corrupt("reference.json", e))?;
+        m.reference = Some(Arc::new(r));
+    }
+    Ok(m)
+}
+
+/// Writes atomically: a temporary file, fsync, rename.
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    use std::io::Write;
+    let err = |e: std::io::Error| Error::Storage(format!("writing {}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(err)?);
+    serde_json::to_writer(&mut w, value)
+        .map_err(|e| Error::Storage(format!("writing {}: {e}", path.display())))?;
+    w.flush().map_err(err)?;
+    let f = w.into_inner().map_err(|e| err(e.into_error()))?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
