@@ -4,6 +4,8 @@
 Serves the digits-sized MLP (tests/fixtures/models/mlp: FP32 [-1,64] -> [-1,10]) with
   - inferd, dynamic batching on (the default),
   - inferd, batching off (a copy of the model with config.toml `max_batch_size = 0`),
+  - inferd with a drift monitor sampling every request (reference captured from the first 1,000
+    rows, 1,000-row windows; --skip-drift leaves it out);
   - inferd with an A/B experiment of two arms running on the model (versions 1 and 2, the same
     model.onnx, 50/50, no unit key: one random assignment per request; --skip-experiment
     leaves it out),
@@ -432,6 +434,7 @@ def main() -> int:
     ap.add_argument("--skip-mlserver", action="store_true", help="leave out the MLServer rows")
     ap.add_argument("--skip-perf-analyzer", action="store_true", help="leave out the perf_analyzer rows")
     ap.add_argument("--skip-experiment", action="store_true", help="leave out the inferd-with-an-experiment rows")
+    ap.add_argument("--skip-drift", action="store_true", help="leave out the inferd-with-a-drift-monitor row")
     ap.add_argument("--out-dir", type=Path, default=None, help="where the report and logs go (default $INFERD_CACHE/bench/load-<timestamp>)")
     args = ap.parse_args()
     concs = [int(c) for c in args.concurrency.split(",")]
@@ -517,6 +520,16 @@ def main() -> int:
                 "guardrails": [{"rule": "error_rate", "max": 0.5}],
             }).encode())]
             servers.append(one)
+        if not args.skip_drift:
+            # Every request sampled (the worst case): the reference is captured from the first
+            # 1,000 rows, then each 1,000-row window is evaluated (74 columns: 64 inputs, 10
+            # outputs and the predicted class) on the monitor's thread, on the same 2 cores.
+            dr = inferd_server("inferd-drift", "inferd (drift monitor, every request)", "repo-batching")
+            base = dr.infer_url.split("/v2/")[0]
+            dr.setup_calls = [("PUT", f"{base}/api/drift/{MODEL}", json.dumps({
+                "sample_rate": 1.0, "capture_reference": 1000, "window": {"rows": 1000},
+            }).encode())]
+            servers.append(dr)
         servers.append(inferd_server("inferd-nobatch", "inferd (batching off)", "repo-nobatch"))
         bp = free_port()
         servers.append(Server(
@@ -653,6 +666,7 @@ def render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, start
     ON, OFF, BARE, MLS = "inferd (batching on)", "inferd (batching off)", "bare axum", "MLServer 1.7 (ORT runtime)"
     EXP = "inferd (experiment, 2 arms)"
     EXP1 = "inferd (experiment, 2 arms, 1 version)"
+    DRIFT = "inferd (drift monitor, every request)"
     out = io.StringIO()
     p = lambda s="": print(s, file=out)  # noqa: E731
     p(f"### Load benchmark, {started:%Y-%m-%d %H:%M} UTC")
@@ -674,12 +688,12 @@ def render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, start
     p()
     p("Ratios of request rates (wrk, REST JSON):")
     p()
-    p("| conns | inferd / bare axum | inferd / MLServer | batching on / off | inferd off / bare axum | experiment (2 versions) / none | experiment (1 version) / none |")
+    p("| conns | inferd / bare axum | inferd / MLServer | batching on / off | inferd off / bare axum | experiment (2 versions) / none | experiment (1 version) / none | drift monitor / none |")
     p("|---:|---:|---:|---:|---:|---:|---:|")
     for c in concs:
-        on, off, bare, mls, exp, exp1 = (find(s, W, c) for s in (ON, OFF, BARE, MLS, EXP, EXP1))
+        on, off, bare, mls, exp, exp1, dr = (find(s, W, c) for s in (ON, OFF, BARE, MLS, EXP, EXP1, DRIFT))
         p(f"| {c} | {fmt(ratio(on, bare), '.2f')} | {fmt(ratio(on, mls), '.1f', '×')} | {fmt(ratio(on, off), '.2f')} | "
-          f"{fmt(ratio(off, bare), '.2f')} | {fmt(ratio(exp, on), '.2f')} | {fmt(ratio(exp1, on), '.2f')} |")
+          f"{fmt(ratio(off, bare), '.2f')} | {fmt(ratio(exp, on), '.2f')} | {fmt(ratio(exp1, on), '.2f')} | {fmt(ratio(dr, on), '.2f')} |")
     p()
     on, bare, mls = find(ON, W, top), find(BARE, W, top), find(MLS, W, top)
     r_bare, r_mls = ratio(on, bare), ratio(on, mls)
@@ -692,6 +706,8 @@ def render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, start
     for label, key in (("two arms on one version (the router's own cost)", EXP1), ("two arms on two versions (the batches split too)", EXP)):
         r_exp = ratio(find(key, W, top), on)
         p(f"- with an experiment of {label}, ≥ 95% of the rate without: {fmt(r_exp and 100 * r_exp, '.0f')}% → {verdict(None if r_exp is None else r_exp >= 0.95)}")
+    r_dr = ratio(find(DRIFT, W, top), on)
+    p(f"- with a drift monitor sampling every request, ≥ 97% of the rate without: {fmt(r_dr and 100 * r_dr, '.0f')}% → {verdict(None if r_dr is None else r_dr >= 0.97)}")
     if hist_on:
         p()
         p(f"`inferd_inference_batch_size` (model `{MODEL}`) during the {top}-connection wrk run, batching on: {hist_on}")

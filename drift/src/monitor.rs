@@ -445,6 +445,30 @@ impl Monitors {
         self.save(&m)
     }
 
+    /// Parses and sets a reference upload (CSV with a header row, or JSON columns); returns
+    /// its profile.
+    pub fn upload_reference(&self, model: &str, body: &[u8], csv: bool) -> Result<Profile> {
+        let r = if csv {
+            Reference::from_csv(body, now_ms())?
+        } else {
+            Reference::from_json(body, now_ms())?
+        };
+        let p = profile(&r);
+        self.set_reference(model, r)?;
+        Ok(p)
+    }
+
+    /// Creates or changes a monitor from a JSON spec (empty or blank: the defaults).
+    /// Returns true when it was created.
+    pub fn put_json(&self, model: &str, spec: &[u8]) -> Result<bool> {
+        let spec = if spec.iter().all(u8::is_ascii_whitespace) {
+            MonitorSpec::default()
+        } else {
+            MonitorSpec::from_json(spec)?
+        };
+        self.put(model, spec)
+    }
+
     /// A model's reference, as stored.
     pub fn reference(&self, model: &str) -> Option<Arc<Reference>> {
         self.get(model).and_then(|m| lock(&m).reference.clone())
@@ -630,4 +654,86 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let f = w.into_inner().map_err(|e| err(e.into_error()))?;
     f.sync_all().map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Column;
+
+    fn rec(id: u64, xs: &[f64]) -> Record {
+        Record {
+            model: "m".into(),
+            version: "1".into(),
+            id: format!("r{id}"),
+            time_ms: id,
+            rows: xs.len(),
+            columns: vec![Column {
+                name: "x".into(),
+                values: Values::Numbers(xs.to_vec()),
+            }],
+            embeddings: vec![],
+            predictions: Some(crate::Predictions::Regression {
+                values: xs.to_vec(),
+            }),
+        }
+    }
+
+    #[test]
+    fn sampling_takes_exactly_the_rate_evenly_spread() {
+        let s = Sampler {
+            spec: Arc::new(MonitorSpec {
+                sample_rate: 0.25,
+                ..MonitorSpec::default()
+            }),
+            seen: AtomicU64::new(0),
+        };
+        let taken: Vec<bool> = (0..8).map(|_| s.sample()).collect();
+        assert_eq!(
+            taken,
+            [false, false, false, true, false, false, false, true]
+        );
+    }
+
+    #[test]
+    fn a_captured_reference_windows_and_labels_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec: MonitorSpec =
+            serde_json::from_str(r#"{"capture_reference": 40, "window": {"rows": 40}, "performance": {"task": "regression"}}"#)
+                .unwrap();
+        let registry = prometheus::Registry::new();
+        let m = Monitors::open(Some(dir.path().into()), &registry).unwrap();
+        assert!(m.put("m", spec.clone()).unwrap());
+        assert!(
+            !m.put("m", spec).unwrap(),
+            "a second put changes, not creates"
+        );
+        for i in 0..8 {
+            let xs: Vec<f64> = (0..10).map(|k| f64::from(i * 10 + k)).collect();
+            m.ingest(&rec(u64::from(i as u32), &xs));
+        }
+        let s = m.status("m", usize::MAX).unwrap();
+        assert_eq!(
+            s.reference.as_ref().map(|r| (r.rows, r.source.as_str())),
+            Some((40, "capture"))
+        );
+        assert_eq!(s.windows, 1);
+        assert_eq!(s.reports[0].rows, 40);
+        let l = m.label(&[(
+            0,
+            Truth {
+                id: "r5".into(),
+                values: vec![50.0; 10],
+            },
+        )]);
+        assert_eq!(l.joined, [0]);
+        drop(m);
+        let again = Monitors::open(Some(dir.path().into()), &prometheus::Registry::new()).unwrap();
+        let s2 = again.status("m", usize::MAX).unwrap();
+        assert_eq!(s2.reports, s.reports);
+        assert_eq!(s2.reference.map(|r| r.rows), Some(40));
+        assert!(again.sampler("m").is_some());
+        assert!(again.delete("m").unwrap());
+        assert!(!dir.path().join("m").exists());
+    }
 }

@@ -181,7 +181,17 @@ impl Worker {
                             .with_label_values(&[&r.model, "kafka"])
                             .inc();
                     }
-                    self.monitors.ingest(&r);
+                    // A bug in one model's evaluation must not end monitoring for every
+                    // model: the sample is counted as refused and the thread goes on.
+                    let ingest = std::panic::AssertUnwindSafe(|| self.monitors.ingest(&r));
+                    if std::panic::catch_unwind(ingest).is_err() {
+                        tracing::error!(model = %r.model, "drift evaluation panicked; sample dropped");
+                        self.monitors
+                            .metrics()
+                            .dropped
+                            .with_label_values(&[&r.model, "invalid"])
+                            .inc();
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => self.monitors.tick(),
                 Err(RecvTimeoutError::Disconnected) => return,

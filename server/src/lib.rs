@@ -13,7 +13,8 @@
 //!   store under `/api/feature-views` and `/api/features` (`http::features`).
 //! - [`grpc`]: `inference.GRPCInferenceService` on tonic (`grpc::convert` for tensors);
 //!   `inferd.v1.Collections` (`grpc::collections`); `inferd.v1.FeatureStore`
-//!   (`grpc::features`); `inferd.v1.Experiments` (`grpc::experiments`).
+//!   (`grpc::features`); `inferd.v1.Experiments` (`grpc::experiments`); `inferd.v1.Drift`
+//!   (`grpc::drift`).
 //! - [`ab`]: A/B experiments' server side — the registry as their catalog, the start-up
 //!   file, promotion (the domain logic is the `experiments` crate).
 //! - [`drift`]: drift monitoring's server side — the sampler on the request path, the
@@ -253,6 +254,10 @@ pub async fn serve(
         tonic::transport::Server::builder()
             .add_service(grpc::InferenceService::server(Arc::clone(&state)))
             .add_service(grpc::registry::RegistryService::server(Arc::clone(&state)))
+            .add_service(grpc::drift::DriftService::server(
+                Arc::clone(&monitors),
+                cfg.max_request_bytes,
+            ))
             .add_service(grpc::experiments::ExperimentsService::server(Arc::clone(
                 &state,
             )))

@@ -5,8 +5,8 @@ pub mod inference {
     tonic::include_proto!("inference");
 }
 
-/// inferd's own services (`proto/inferd.proto`, and `vector.proto`, `features.proto` and
-/// `experiments.proto`, which share its package `inferd.v1` and so are generated into the
+/// inferd's own services (`proto/inferd.proto`, and `vector.proto`, `features.proto`,
+/// `experiments.proto` and `drift.proto`, which share its package `inferd.v1` and so are generated into the
 /// same module).
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod inferd {

@@ -392,8 +392,9 @@ async fn a_full_sample_channel_drops_and_counts_samples_and_every_request_succee
     let repo = common::repo(&[("mlp", None)]);
     let srv = Server::start(repo.path(), &["--drift-queue", "1"]).await;
     // Every sample slides a window whose MMD takes the worker long: the queue of one fills.
-    let spec = json!({"embeddings": ["input"], "capture_reference": 300, "window": {"rows": 300, "slide": 1},
-                      "embedding": {"permutations": 1000, "max_rows": 300}});
+    // (100 rows to capture, 100 to fill the window, then ~10^8 kernel sums per sample.)
+    let spec = json!({"embeddings": ["input"], "capture_reference": 100, "window": {"rows": 100, "slide": 1},
+                      "embedding": {"permutations": 5000, "max_rows": 100}});
     assert_eq!(srv.put("/api/drift/mlp", &spec).await.0, 201);
     let c = reqwest::Client::new();
     let body = |seed: u64| {
@@ -584,4 +585,166 @@ async fn the_kafka_path_gives_the_in_process_verdicts() {
         ["petal_width", "sepal_length"]
     );
     assert_eq!(remote["performance"], local["performance"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_specs_references_and_names_get_clear_errors_and_lose_nothing() {
+    let repo = common::repo(&[(IRIS, None)]);
+    let srv = Server::start(repo.path(), &[]).await;
+    let path = format!("/api/drift/{IRIS}");
+    let bad = |code: u16, v: &Value, says: &str| {
+        assert_eq!(code, 400, "{v}");
+        assert!(
+            v["error"].as_str().unwrap().contains(says),
+            "{v} should say {says}"
+        );
+    };
+    let (c, v) = srv.put(&path, &json!({"sample_rat": 0.5})).await;
+    bad(c, &v, "unknown field `sample_rat`");
+    let (c, v) = srv.put(&path, &json!({"sample_rate": 2})).await;
+    bad(c, &v, "sample_rate must be in (0, 1]");
+    let (c, v) = srv
+        .put(&path, &json!({"columns": {"x": {"test": "anderson"}}}))
+        .await;
+    bad(c, &v, "unknown variant `anderson`");
+    let (c, v) = srv
+        .put_raw(
+            &format!("{path}/reference"),
+            "text/csv",
+            b"a,b\n1,2\n3\n".to_vec(),
+        )
+        .await;
+    bad(c, &v, "reference CSV");
+    let (c, v) = srv
+        .put(
+            &format!("{path}/reference"),
+            &json!({"columns": {"a": [true]}}),
+        )
+        .await;
+    bad(c, &v, "neither a number");
+    let (c, v) = srv.put("/api/drift/..secret", &json!({})).await;
+    bad(c, &v, "is not a model name");
+    let (c, v) = srv.get("/api/drift/nope").await;
+    assert_eq!(c, 404, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("has no drift monitor"),
+        "{v}"
+    );
+    let (c, _) = srv.get(&format!("{path}?windows=x")).await;
+    assert_eq!(c, 400);
+    // Nothing above created a monitor, and the server still serves.
+    let (_, list) = srv.get("/api/drift").await;
+    assert_eq!(list["monitors"], json!([]));
+    send_iris(&srv, &iris_rows(6, 3, [0.0; 4]), 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_sets_the_monitor_and_reference_and_reads_the_rest_verdicts() {
+    use server::proto::inferd as pb;
+    use server::proto::inferd::drift_client::DriftClient;
+    use server::proto::inferd::experiments_client::ExperimentsClient;
+
+    let repo = common::repo(&[(IRIS, None)]);
+    let srv = Server::start(repo.path(), &[]).await;
+    let mut d = DriftClient::connect(srv.grpc_url()).await.unwrap();
+    let e = d
+        .put_monitor(pb::PutMonitorRequest {
+            model: IRIS.into(),
+            spec_json: r#"{"window": {"rows": 0}}"#.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("set rows, seconds"), "{e:?}");
+    let created = d
+        .put_monitor(pb::PutMonitorRequest {
+            model: IRIS.into(),
+            spec_json: iris_spec().to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .created;
+    assert!(created);
+    let r = d
+        .put_reference(pb::PutReferenceRequest {
+            model: IRIS.into(),
+            data: reference_csv(&iris_rows(1, WINDOW, [0.0; 4])),
+            content_type: "text/csv".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.rows, r.columns.len()), (WINDOW as u64, 4));
+    let served = send_iris(&srv, &iris_rows(3, WINDOW, [1.0, 0.0, 0.0, 0.8]), 50).await;
+    let rest = wait_windows(&srv, IRIS, 1).await;
+    // Truth by gRPC feedback.
+    let mut x = ExperimentsClient::connect(srv.grpc_url()).await.unwrap();
+    let fb = x
+        .send_feedback(pb::SendFeedbackRequest {
+            feedback: vec![pb::Feedback {
+                id: served[0].0.clone(),
+                truth_json: serde_json::to_string(&served[0].1).unwrap(),
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((fb.labelled, fb.rejected.len()), (1, 0));
+    let s = d
+        .get_drift(pb::GetDriftRequest {
+            model: IRIS.into(),
+            windows: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.windows, 1);
+    assert_eq!(s.drift_detected, Some(true));
+    let w = &s.reports[0];
+    let rest_w = report(&rest, 1);
+    let got: Vec<(String, String, f64, Option<f64>, bool)> = w
+        .columns
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                c.test.clone(),
+                c.statistic,
+                c.p_value,
+                c.drifted,
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, f64, Option<f64>, bool)> = rest_w["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().into(),
+                c["test"].as_str().unwrap().into(),
+                c["statistic"].as_f64().unwrap(),
+                c["p_value"].as_f64(),
+                c["drifted"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    // The model predicted these labels itself: accuracy 1 on the one labelled request.
+    assert_eq!(s.performance[0].metrics["accuracy"], 1.0);
+    let status: Value = serde_json::from_str(&s.status_json).unwrap();
+    assert_eq!(status["reports"][0]["columns"], rest_w["columns"]);
+    let e = d
+        .get_drift(pb::GetDriftRequest {
+            model: "nope".into(),
+            windows: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
 }

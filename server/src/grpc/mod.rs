@@ -4,6 +4,7 @@
 
 pub mod collections;
 pub mod convert;
+pub mod drift;
 pub mod experiments;
 pub mod features;
 pub mod registry;

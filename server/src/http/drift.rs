@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use drift::{MonitorSpec, Monitors, Reference};
+use drift::Monitors;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -96,14 +96,9 @@ async fn status(
 /// `PUT /api/drift/{model}`: creates or changes the monitor (an empty body: the defaults).
 async fn put(State(c): St, Path(model): Path<String>, body: Body) -> ApiResult<Response> {
     let bytes = read_body(body, c.limit).await?;
-    let spec = if bytes.iter().all(u8::is_ascii_whitespace) {
-        MonitorSpec::default()
-    } else {
-        MonitorSpec::from_json(&bytes)?
-    };
     let m = Arc::clone(&c.monitors);
     let (created, s) = blocking(move || {
-        let created = m.put(&model, spec)?;
+        let created = m.put_json(&model, &bytes)?;
         Ok((created, m.status(&model, 0)))
     })
     .await?;
@@ -138,20 +133,8 @@ async fn put_reference(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("text/csv"));
     let m = Arc::clone(&c.monitors);
-    let s = blocking(move || {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let r = if csv {
-            Reference::from_csv(&bytes, now)?
-        } else {
-            Reference::from_json(&bytes, now)?
-        };
-        m.set_reference(&model, r)?;
-        Ok(m.status(&model, 0).map(|s| s.reference))
-    })
-    .await?;
-    Ok(Json(json!({ "reference": s.flatten() })).into_response())
+    let p = blocking(move || m.upload_reference(&model, &bytes, csv)).await?;
+    Ok(Json(json!({ "reference": p })).into_response())
 }
 
 /// `GET /api/drift/{model}/reference`: the stored reference itself (sorted values per
