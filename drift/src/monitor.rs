@@ -123,22 +123,11 @@ impl Monitor {
             model: self.model.clone(),
             spec: self.spec.clone(),
             reference: self.reference.as_deref().map(profile),
-            capture: self.capture.as_ref().map_or_else(
-                || {
-                    (self.reference.is_none() && self.spec.capture_reference > 0).then_some(
-                        Capture {
-                            rows: 0,
-                            target: self.spec.capture_reference,
-                        },
-                    )
-                },
-                |b| {
-                    Some(Capture {
-                        rows: b.rows(),
-                        target: self.spec.capture_reference,
-                    })
-                },
-            ),
+            // Capturing: from the first sampled row until the reference is complete.
+            capture: (self.reference.is_none() && self.spec.capture_reference > 0).then(|| Capture {
+                rows: self.capture.as_ref().map_or(0, ReferenceBuilder::rows),
+                target: self.spec.capture_reference,
+            }),
             window_rows: self.window.rows(),
             windows: self.windows,
             drift_detected: self.reports.back().map(|r| r.drift_detected),

@@ -9,12 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// The most rows a window may hold; a reference larger than [`MAX_REFERENCE_ROWS`] is
-/// subsampled.
+/// The most rows a window may hold.
 pub const MAX_WINDOW_ROWS: usize = 1_000_000;
-/// The most rows a reference keeps per column. Past it an upload or a capture keeps a
-/// uniform random subsample of this size (reservoir sampling, fixed seed), not a quantile
-/// sketch: the tests then run on real values, exactly as they would on a smaller reference.
+/// The most values a reference keeps per column: every one, sorted (no sketch), so the
+/// tests run on the real values exactly as scipy would; a larger upload is refused with a
+/// message to subsample it.
 pub const MAX_REFERENCE_ROWS: usize = 1_000_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,7 +196,7 @@ pub struct EmbeddingSpec {
     /// cost is quadratic in it.
     pub max_rows: usize,
     /// Drift when the MMD p-value is below it (`mmd`, default 0.05), or the distance
-    /// reaches it (`distance`, default Evidently's 0.2).
+    /// exceeds it (`distance`, default Evidently's 0.2; Evidently compares with `>`).
     pub threshold: Option<f64>,
     /// Seed of the permutations: the same traffic gives the same p-value.
     pub seed: u64,
