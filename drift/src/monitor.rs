@@ -124,9 +124,11 @@ impl Monitor {
             spec: self.spec.clone(),
             reference: self.reference.as_deref().map(profile),
             // Capturing: from the first sampled row until the reference is complete.
-            capture: (self.reference.is_none() && self.spec.capture_reference > 0).then(|| Capture {
-                rows: self.capture.as_ref().map_or(0, ReferenceBuilder::rows),
-                target: self.spec.capture_reference,
+            capture: (self.reference.is_none() && self.spec.capture_reference > 0).then(|| {
+                Capture {
+                    rows: self.capture.as_ref().map_or(0, ReferenceBuilder::rows),
+                    target: self.spec.capture_reference,
+                }
             }),
             window_rows: self.window.rows(),
             windows: self.windows,
@@ -655,7 +657,8 @@ mod tests {
             model: "m".into(),
             version: "1".into(),
             id: format!("r{id}"),
-            time_ms: id,
+            // Real clock times: labels expire by age against the wall clock.
+            time_ms: now_ms() + id,
             rows: xs.len(),
             columns: vec![Column {
                 name: "x".into(),

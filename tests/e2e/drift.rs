@@ -151,6 +151,11 @@ fn ks_statistic(a: &[f64], b: &[f64]) -> f64 {
 
 const WINDOW: usize = 500;
 
+// Seeds: the unshifted windows (14, 15) are seeds whose four KS p-values against the seed-1
+// reference are all above 0.05 by scipy's own `ks_2samp` (checked once with the same
+// generator in numpy); an unshifted window drifts by chance in about 1 of 5 seeds here
+// (four columns at 5%, and the seed-1 reference's petal_width sits a little off its mean).
+
 fn iris_spec() -> Value {
     json!({"window": {"rows": WINDOW}, "names": {"float_input": NAMES}})
 }
@@ -180,8 +185,10 @@ async fn shifted_columns_drift_unshifted_stay_quiet_and_it_all_survives_a_restar
     assert_eq!(r["reference"]["rows"], WINDOW);
     assert_eq!(r["reference"]["columns"]["sepal_length"]["count"], WINDOW);
 
-    // Window 1: the same distribution, another seed. Window 2: two features shifted.
-    send_iris(&srv, &iris_rows(2, WINDOW, [0.0; 4]), 10).await;
+    // Window 1: the same distribution, another seed (one whose KS p-values scipy puts all
+    // above 0.05 against this reference: see the note on seeds below). Window 2: two
+    // features shifted.
+    send_iris(&srv, &iris_rows(14, WINDOW, [0.0; 4]), 10).await;
     let shifted = iris_rows(3, WINDOW, [1.0, 0.0, 0.0, 0.8]);
     send_iris(&srv, &shifted, 25).await;
     let s = wait_windows(&srv, IRIS, 2).await;
@@ -240,7 +247,7 @@ async fn shifted_columns_drift_unshifted_stay_quiet_and_it_all_survives_a_restar
             .await,
         1.0
     );
-    send_iris(&srv, &iris_rows(4, WINDOW, [0.0; 4]), 50).await;
+    send_iris(&srv, &iris_rows(15, WINDOW, [0.0; 4]), 50).await;
     let s = wait_windows(&srv, IRIS, 3).await;
     assert!(drifted_columns(report(&s, 3)).is_empty(), "{s}");
     assert_eq!(
@@ -550,7 +557,7 @@ async fn the_kafka_path_gives_the_in_process_verdicts() {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
-    send_iris(&srv, &iris_rows(2, WINDOW, [0.0; 4]), 10).await;
+    send_iris(&srv, &iris_rows(14, WINDOW, [0.0; 4]), 10).await;
     let served = send_iris(&srv, &iris_rows(3, WINDOW, [1.0, 0.0, 0.0, 0.8]), 25).await;
     // A truth travels the same way.
     let (_, r) = srv
