@@ -4,7 +4,13 @@
 //! . scripts/env.sh && cargo bench --bench drift
 //! ```
 //!
-//! One window of 100,000 rows × 30 numeric columns against a 100,000-row reference (half the
+//! First the sampler's cost on the request path: what a request of the iris model pays in
+//! the server when a monitor samples it (the monitor lookup, the copy of its inputs and
+//! outputs, the hand-off to the monitor thread, which evaluates on the other core) against
+//! what every request pays when its model has no monitor (the lookup alone), in ns per
+//! request. The load benchmark (`benches/load`) measures the same at the HTTP level.
+//!
+//! Then one window of 100,000 rows × 30 numeric columns against a 100,000-row reference (half the
 //! columns shifted), evaluated by `drift::evaluate` (Evidently's default tests: normed
 //! Wasserstein at this size, plus histograms and summaries) and, on the same data, by
 //! Evidently's `DataDriftPreset` and by scipy per column (`benches/drift/evidently_bench.py`,
@@ -15,13 +21,19 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Instant;
 
 use drift::evaluate::evaluate;
+use drift::monitor::Monitors;
 use drift::record::Values;
 use drift::reference::{RefColumn, Reference, finite_sorted};
 use drift::spec::{ColumnSpec, MonitorSpec, TestKind};
 use drift::window::Current;
+use models::metrics::Metrics;
+use models::repository::{Repository, RepositoryOptions};
+use models::{Tensor, TensorData};
+use server::drift::Drift;
 
 struct Rng(u64);
 
@@ -83,6 +95,95 @@ fn evidently_python() -> Option<PathBuf> {
     Some(py)
 }
 
+/// ns per call of `f`, best of 5 runs of `n` calls.
+fn ns_per_call(n: u64, mut f: impl FnMut(u64)) -> f64 {
+    (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            for i in 0..n {
+                f(i);
+            }
+            t.elapsed().as_secs_f64() * 1e9 / n as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// The sampler's request-path cost, sampled vs unmonitored, on the iris fixture model.
+fn sampler(calls: u64) {
+    models::backends::onnx::init(None).expect("ONNX Runtime (run `. scripts/env.sh` first)");
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/models/sklearn_trees"
+    );
+    let target = dir.path().join("iris");
+    copy_dir(fixture.as_ref(), &target);
+    let registry = prometheus::Registry::new();
+    let repo = Repository::new(
+        RepositoryOptions {
+            root: dir.path().to_owned(),
+            cores: 1,
+        },
+        Metrics::new(&registry).unwrap(),
+    );
+    repo.load_all().unwrap();
+    let served = repo.get("iris", None).expect("the iris fixture loads");
+    let monitors = Arc::new(Monitors::open(None, &registry).unwrap());
+    let spec = MonitorSpec::from_json(br#"{"window": {"rows": 1000}}"#).unwrap();
+    monitors.put("iris", spec).unwrap();
+    let drift = Drift::start(Arc::clone(&monitors), 4096, None);
+    // One row in, the model's outputs for one row out (zeros: the worker does not care).
+    let tensor = |dt: models::DataType, shape: &[i64]| {
+        let shape: Vec<i64> = shape.iter().map(|&d| d.max(1)).collect();
+        let n: i64 = shape.iter().product();
+        let bytes = vec![0u8; n as usize * dt.size().unwrap_or(4)];
+        Tensor::new(dt, shape, TensorData::Raw(bytes)).unwrap()
+    };
+    let sig = &served.signature;
+    let inputs: Vec<(String, Tensor)> = sig
+        .inputs
+        .iter()
+        .map(|s| (s.name.clone(), tensor(s.datatype, &s.shape)))
+        .collect();
+    let outputs: Vec<Tensor> = sig
+        .outputs
+        .iter()
+        .map(|s| tensor(s.datatype, &s.shape))
+        .collect();
+    let ids: Vec<String> = (0..calls).map(|i| format!("request-{i}")).collect();
+    let unmonitored = ns_per_call(calls, |_| {
+        std::hint::black_box(drift.wants("no-monitor"));
+    });
+    let sampled = ns_per_call(calls, |i| {
+        if let Some(spec) = drift.wants("iris") {
+            let id = &ids[i as usize];
+            drift.offer(spec, &served, id, inputs.clone(), &outputs);
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500)); // the worker catches up
+    let m = monitors.metrics();
+    let taken = m.samples.with_label_values(&["iris"]).get();
+    let dropped = m.dropped.with_label_values(&["iris", "queue_full"]).get();
+    println!("sampler on the request path ({calls} requests × 5, best run; iris, 1 row):");
+    println!("  no monitor (lookup only)     {unmonitored:>8.0} ns/request");
+    println!(
+        "  sampled (lookup, copy, hand-off) {sampled:>4.0} ns/request  (+{:.0} ns; the monitor took {taken} samples, {dropped} dropped on a full queue)",
+        sampled - unmonitored
+    );
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let dest = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
 fn main() {
     // `cargo test --all-targets` runs bench targets without `--bench`: a small smoke run,
     // without the peer.
@@ -97,6 +198,7 @@ fn main() {
     } else {
         4
     };
+    sampler(if bench { 200_000 } else { 2_000 });
     let mut rng = Rng(42);
     // Column j: normal; the odd columns of the current window shifted by 0.05 sd and
     // scaled by 1.05 (a drift Wasserstein sees, the even ones none).

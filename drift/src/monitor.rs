@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::evaluate::{self, Report, Summary};
 use crate::metrics::Metrics;
-use crate::record::{Record, Truth, Values};
+use crate::record::{Predictions, Record, Truth, Values};
 use crate::reference::{RefColumn, Reference, ReferenceBuilder};
 use crate::spec::MonitorSpec;
 use crate::tracker::{Tracker, VersionPerformance};
@@ -30,14 +30,23 @@ pub struct Monitor {
     reports: VecDeque<Report>,
     windows: u64,
     tracker: Tracker,
+    /// Lines in `reports.jsonl` (appended per window, rewritten at twice the history).
+    logged: usize,
 }
 
-/// What is persisted of a monitor besides its reference.
+/// One request's predictions, kept until its truth comes (joined by the request id).
+#[derive(Debug, Clone)]
+pub struct Predicted {
+    pub id: String,
+    pub time_ms: u64,
+    pub predictions: Predictions,
+}
+
+/// What `monitor.json` holds; the reference and the evaluated windows have their own files.
 #[derive(Debug, Serialize, Deserialize)]
 struct Saved {
     spec: MonitorSpec,
     windows: u64,
-    reports: Vec<Report>,
 }
 
 impl Monitor {
@@ -52,6 +61,7 @@ impl Monitor {
             reports: VecDeque::new(),
             windows: 0,
             tracker,
+            logged: 0,
         }
     }
 
@@ -61,10 +71,10 @@ impl Monitor {
 
     /// Takes a sampled request: into the reference being captured, or the window. Returns
     /// the windows it closed, evaluated.
-    fn ingest(&mut self, r: &Record) -> Result<Vec<Report>> {
-        if let Some(p) = &r.predictions {
+    fn ingest(&mut self, r: &Record, predicted: Vec<Predicted>) -> Result<Vec<Report>> {
+        for p in predicted {
             self.tracker
-                .remember(&r.id, &r.version, r.time_ms, p.clone());
+                .remember(&p.id, &r.version, p.time_ms, p.predictions);
         }
         let Some(reference) = self.reference.clone() else {
             let wanted = self.spec.capture_reference;
@@ -75,7 +85,16 @@ impl Monitor {
                 .is_none_or(|v| *v == r.version);
             if wanted > 0 && version_ok {
                 let b = self.capture.get_or_insert_with(ReferenceBuilder::default);
-                b.push_record(r)?;
+                // Exactly `capture_reference` rows: a record that straddles the end gives
+                // the rest of its rows to the first window.
+                let needed = wanted.saturating_sub(b.rows());
+                let rest = if r.rows > needed {
+                    b.push_record(&r.rows_range(0, needed))?;
+                    Some(r.rows_range(needed, r.rows))
+                } else {
+                    b.push_record(r)?;
+                    None
+                };
                 if b.rows() >= wanted {
                     let b = self.capture.take().expect("capturing");
                     let source = match &self.spec.reference_version {
@@ -83,6 +102,9 @@ impl Monitor {
                         None => "capture".into(),
                     };
                     self.reference = Some(Arc::new(b.finish(&source, r.time_ms)?));
+                    if let Some(rest) = rest {
+                        return self.ingest(&rest, Vec::new());
+                    }
                 }
             }
             return Ok(Vec::new());
@@ -379,12 +401,12 @@ impl Monitors {
                     }
                     m.window = Window::default();
                     m.spec = spec;
-                    self.save(&m)?;
+                    self.save(&mut m)?;
                     false
                 }
                 None => {
-                    let m = Monitor::new(model, spec);
-                    self.save(&m)?;
+                    let mut m = Monitor::new(model, spec);
+                    self.save(&mut m)?;
                     monitors.insert(model.to_owned(), Arc::new(Mutex::new(m)));
                     true
                 }
@@ -433,7 +455,7 @@ impl Monitors {
         m.window = Window::default();
         m.reference = Some(Arc::new(reference));
         self.save_reference(&m)?;
-        self.save(&m)
+        self.save(&mut m)
     }
 
     /// Parses and sets a reference upload (CSV with a header row, or JSON columns); returns
@@ -492,15 +514,32 @@ impl Monitors {
             .collect()
     }
 
-    /// Takes one sampled request (the monitor's worker thread calls this): evaluates the
+    /// Takes one sampled request (its record as the Kafka topic carries it): evaluates the
     /// windows it closes, exports and persists them.
     pub fn ingest(&self, r: &Record) {
+        let predicted = r.predictions.clone().map(|predictions| Predicted {
+            id: r.id.clone(),
+            time_ms: r.time_ms,
+            predictions,
+        });
+        self.ingest_requests(r, 1, predicted.into_iter().collect());
+    }
+
+    /// Takes `requests` consecutive sampled requests of one model version at once (the
+    /// server's worker merges what it finds queued): `r` holds their rows, in order
+    /// (`r.id` and `r.predictions` are not used), `predicted` each request's predictions.
+    /// The same windows and verdicts as one [`Monitors::ingest`] per request, for one record's
+    /// allocations instead of one per request.
+    pub fn ingest_requests(&self, r: &Record, requests: u64, predicted: Vec<Predicted>) {
         let Some(m) = self.get(&r.model) else { return };
         let mut m = lock(&m);
         let had_reference = m.reference.is_some();
-        match m.ingest(r) {
+        match m.ingest(r, predicted) {
             Ok(reports) => {
-                self.metrics.samples.with_label_values(&[&r.model]).inc();
+                self.metrics
+                    .samples
+                    .with_label_values(&[&r.model])
+                    .inc_by(requests as f64);
                 if !had_reference && m.reference.is_some() {
                     self.log_err(self.save_reference(&m));
                 }
@@ -508,7 +547,7 @@ impl Monitors {
                     self.metrics.report(&r.model, rep);
                 }
                 if !reports.is_empty() {
-                    self.log_err(self.save(&m));
+                    self.log_err(self.append(&mut m, &reports));
                 }
             }
             Err(e) => {
@@ -516,7 +555,7 @@ impl Monitors {
                 self.metrics
                     .dropped
                     .with_label_values(&[&r.model, "invalid"])
-                    .inc();
+                    .inc_by(requests as f64);
             }
         }
     }
@@ -529,7 +568,7 @@ impl Monitors {
             let mut m = lock(&m);
             if let Some(rep) = m.tick(now) {
                 self.metrics.report(&model, &rep);
-                self.log_err(self.save(&m));
+                self.log_err(self.append(&mut m, std::slice::from_ref(&rep)));
             }
         }
     }
@@ -586,14 +625,50 @@ impl Monitors {
         }
     }
 
-    fn save(&self, m: &Monitor) -> Result<()> {
+    /// Persists a monitor in full: `monitor.json` (spec, windows evaluated) and its
+    /// evaluated windows, `reports.jsonl` rewritten. Both atomic (temporary file, fsync,
+    /// rename).
+    fn save(&self, m: &mut Monitor) -> Result<()> {
         let Some(dir) = &self.dir else { return Ok(()) };
+        let dir = dir.join(&m.model);
         let saved = Saved {
             spec: m.spec.clone(),
             windows: m.windows,
-            reports: m.reports.iter().cloned().collect(),
         };
-        write_json(&dir.join(&m.model).join("monitor.json"), &saved)
+        write_json(&dir.join("monitor.json"), &saved)?;
+        let mut lines = Vec::new();
+        for r in &m.reports {
+            report_line(&mut lines, r)?;
+        }
+        write_atomic(&dir.join("reports.jsonl"), &lines)?;
+        m.logged = m.reports.len();
+        Ok(())
+    }
+
+    /// Persists newly evaluated windows: one line each appended to `reports.jsonl` — no
+    /// fsync and no rewrite of the history per window, which a monitor closing windows many
+    /// times a second cannot afford. A killed process keeps what it appended (the kernel has
+    /// it); a machine that loses power may lose the last windows, and a torn last line is
+    /// skipped when the file is read. Rewritten in full once it holds twice the history.
+    fn append(&self, m: &mut Monitor, new: &[Report]) -> Result<()> {
+        use std::io::Write;
+        let Some(dir) = &self.dir else { return Ok(()) };
+        if m.logged + new.len() > 2 * m.spec.history.max(1) {
+            return self.save(m);
+        }
+        let path = dir.join(&m.model).join("reports.jsonl");
+        let mut lines = Vec::new();
+        for r in new {
+            report_line(&mut lines, r)?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&lines))
+            .map_err(|e| Error::Storage(format!("appending to {}: {e}", path.display())))?;
+        m.logged += new.len();
+        Ok(())
     }
 
     fn save_reference(&self, m: &Monitor) -> Result<()> {
@@ -621,8 +696,22 @@ fn load(model: &str, dir: &Path) -> Result<Monitor> {
         None => return Err(Error::NotFound(model.to_owned())),
     };
     let mut m = Monitor::new(model, saved.spec);
-    m.windows = saved.windows;
-    m.reports = saved.reports.into();
+    if let Some(b) = read("reports.jsonl")? {
+        for line in b.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+            m.logged += 1;
+            match serde_json::from_slice::<Report>(line) {
+                Ok(r) => m.reports.push_back(r),
+                // Only a write cut short by a crash leaves a line unreadable.
+                Err(e) => {
+                    tracing::warn!(model, error = %e, "skipping a torn line of reports.jsonl")
+                }
+            }
+        }
+    }
+    while m.reports.len() > m.spec.history {
+        m.reports.pop_front();
+    }
+    m.windows = saved.windows.max(m.reports.back().map_or(0, |r| r.window));
     if let Some(b) = read("reference.json")? {
         let r: Reference = serde_json::from_slice(&b).map_err(|e| corrupt("reference.json", e))?;
         m.reference = Some(Arc::new(r));
@@ -630,21 +719,32 @@ fn load(model: &str, dir: &Path) -> Result<Monitor> {
     Ok(m)
 }
 
-/// Writes atomically: a temporary file, fsync, rename.
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+fn report_line(out: &mut Vec<u8>, r: &Report) -> Result<()> {
+    serde_json::to_writer(&mut *out, r)
+        .map_err(|e| Error::Storage(format!("encoding a window's report: {e}")))?;
+    out.push(b'\n');
+    Ok(())
+}
+
+/// Writes bytes atomically: a temporary file, fsync, rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let err = |e: std::io::Error| Error::Storage(format!("writing {}: {e}", path.display()));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let tmp = path.with_extension("json.tmp");
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(err)?);
-    serde_json::to_writer(&mut w, value)
-        .map_err(|e| Error::Storage(format!("writing {}: {e}", path.display())))?;
-    w.flush().map_err(err)?;
-    let f = w.into_inner().map_err(|e| err(e.into_error()))?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
     f.sync_all().map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// Writes JSON atomically: a temporary file, fsync, rename.
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec(value)
+        .map_err(|e| Error::Storage(format!("writing {}: {e}", path.display())))?;
+    write_atomic(path, &bytes)
 }
 
 #[cfg(test)]
@@ -668,6 +768,7 @@ mod tests {
             predictions: Some(crate::Predictions::Regression {
                 values: xs.to_vec(),
             }),
+            row_times: Vec::new(),
         }
     }
 
@@ -727,5 +828,124 @@ mod tests {
         assert!(again.sampler("m").is_some());
         assert!(again.delete("m").unwrap());
         assert!(!dir.path().join("m").exists());
+    }
+
+    /// What the server's worker does with queued samples: several requests' rows as one
+    /// record, their predictions beside it.
+    fn merged(records: &[Record]) -> (Record, Vec<Predicted>) {
+        let xs: Vec<f64> = records
+            .iter()
+            .flat_map(|r| match &r.columns[0].values {
+                Values::Numbers(v) => v.clone(),
+                Values::Categories(_) => unreachable!(),
+            })
+            .collect();
+        let last = records.last().unwrap();
+        let mut r = rec(0, &xs);
+        r.time_ms = last.time_ms;
+        r.predictions = None;
+        let mut first = 0;
+        for x in records {
+            r.row_times.push((first, x.time_ms));
+            first += x.rows;
+        }
+        let predicted = records
+            .iter()
+            .map(|r| Predicted {
+                id: r.id.clone(),
+                time_ms: r.time_ms,
+                predictions: r.predictions.clone().unwrap(),
+            })
+            .collect();
+        (r, predicted)
+    }
+
+    #[test]
+    fn requests_ingested_together_give_the_verdicts_of_one_at_a_time() {
+        let spec: MonitorSpec = serde_json::from_str(
+            r#"{"capture_reference": 37, "window": {"rows": 25}, "performance": {"task": "regression"}}"#,
+        )
+        .unwrap();
+        let records: Vec<Record> = (0..30u32)
+            .map(|i| {
+                let xs: Vec<f64> = (0..5).map(|k| f64::from((i * 7 + k * 3) % 23)).collect();
+                rec(u64::from(i), &xs)
+            })
+            .collect();
+        let one = Monitors::open(None, &prometheus::Registry::new()).unwrap();
+        let grouped = Monitors::open(None, &prometheus::Registry::new()).unwrap();
+        one.put("m", spec.clone()).unwrap();
+        grouped.put("m", spec).unwrap();
+        for r in &records {
+            one.ingest(r);
+        }
+        // Groups of uneven sizes; requests of 5 rows straddle the capture's end (37) and
+        // the windows' edges, inside a group and between groups.
+        let mut at = 0;
+        for size in [3, 1, 9, 4, 13] {
+            let (r, predicted) = merged(&records[at..at + size]);
+            grouped.ingest_requests(&r, size as u64, predicted);
+            at += size;
+        }
+        assert_eq!(at, records.len());
+        let (a, b) = (
+            one.status("m", usize::MAX).unwrap(),
+            grouped.status("m", usize::MAX).unwrap(),
+        );
+        assert_eq!(a.windows, 4);
+        assert_eq!((b.windows, b.window_rows), (a.windows, a.window_rows));
+        assert_eq!(
+            b.reports, a.reports,
+            "the same windows, start and end times included"
+        );
+        let samples = |m: &Monitors| m.metrics().samples.with_label_values(&["m"]).get();
+        assert_eq!(samples(&grouped), 30.0);
+        assert_eq!(samples(&one), 30.0);
+        // Every request's predictions were kept for its truth.
+        let truth = |id: &str| Truth {
+            id: id.into(),
+            values: vec![1.0; 5],
+        };
+        for m in [&one, &grouped] {
+            let l = m.label(&[(0, truth("r0")), (1, truth("r17")), (2, truth("r29"))]);
+            assert_eq!(l.joined, [0, 1, 2]);
+        }
+    }
+
+    #[test]
+    fn windows_are_appended_a_torn_last_line_is_skipped_and_the_log_is_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec: MonitorSpec = serde_json::from_str(
+            r#"{"capture_reference": 10, "window": {"rows": 10}, "history": 3, "performance": {"task": "none"}}"#,
+        )
+        .unwrap();
+        let m = Monitors::open(Some(dir.path().into()), &prometheus::Registry::new()).unwrap();
+        m.put("m", spec).unwrap();
+        let log = dir.path().join("m").join("reports.jsonl");
+        let lines = || std::fs::read_to_string(&log).unwrap().lines().count();
+        let xs: Vec<f64> = (0..10).map(f64::from).collect();
+        m.ingest(&rec(0, &xs)); // the reference
+        for i in 1..=6 {
+            m.ingest(&rec(i, &xs));
+            // Appended, up to twice the history (6 lines)...
+            assert_eq!(lines(), i as usize, "window {i}");
+        }
+        m.ingest(&rec(7, &xs));
+        assert_eq!(lines(), 3, "...then rewritten with the last 3");
+        let s = m.status("m", usize::MAX).unwrap();
+        assert_eq!(s.windows, 7);
+        drop(m);
+        // A crash in the middle of an append leaves half a line: skipped, the rest kept.
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(br#"{"window": 8, "rows": 1"#).unwrap();
+        drop(f);
+        let again = Monitors::open(Some(dir.path().into()), &prometheus::Registry::new()).unwrap();
+        let s2 = again.status("m", usize::MAX).unwrap();
+        assert_eq!(s2.reports, s.reports);
+        assert_eq!(s2.windows, 7, "numbering goes on from the last window");
+        again.ingest(&rec(8, &xs));
+        let s3 = again.status("m", usize::MAX).unwrap();
+        assert_eq!(s3.reports.last().map(|r| r.window), Some(8));
     }
 }

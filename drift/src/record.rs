@@ -26,6 +26,82 @@ pub struct Record {
     /// The model's prediction per row, joined later with the truth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predictions: Option<Predictions>,
+    /// A record of several requests (the server merges what it finds queued):
+    /// `(first row, time_ms)` of each, in row order. Empty: every row at `time_ms`. Not on
+    /// the topic, which carries one record per request.
+    #[serde(skip)]
+    pub row_times: Vec<(usize, u64)>,
+}
+
+impl Record {
+    /// The time of the first of rows `from..to` and the latest of them (a window's start
+    /// and end).
+    pub fn times(&self, from: usize, to: usize) -> (u64, u64) {
+        if self.row_times.is_empty() {
+            return (self.time_ms, self.time_ms);
+        }
+        // The request holding row `from`: the last one starting at or before it.
+        let first = self
+            .row_times
+            .partition_point(|&(row, _)| row <= from)
+            .saturating_sub(1);
+        let last = self
+            .row_times
+            .partition_point(|&(row, _)| row < to)
+            .max(first + 1);
+        let start = self.row_times[first].1;
+        let end = self.row_times[first..last]
+            .iter()
+            .map(|&(_, t)| t)
+            .max()
+            .unwrap_or(start);
+        (start, end)
+    }
+
+    /// Rows `from..to` of the record (columns and embeddings; no predictions): where a
+    /// record straddles the end of a reference capture.
+    pub fn rows_range(&self, from: usize, to: usize) -> Record {
+        Record {
+            model: self.model.clone(),
+            version: self.version.clone(),
+            id: self.id.clone(),
+            time_ms: self.time_ms,
+            rows: to - from,
+            columns: self
+                .columns
+                .iter()
+                .map(|c| Column {
+                    name: c.name.clone(),
+                    values: match &c.values {
+                        Values::Numbers(v) => Values::Numbers(v[from..to].to_vec()),
+                        Values::Categories(v) => Values::Categories(v[from..to].to_vec()),
+                    },
+                })
+                .collect(),
+            embeddings: self
+                .embeddings
+                .iter()
+                .map(|e| Embedding {
+                    name: e.name.clone(),
+                    dim: e.dim,
+                    values: e.values[from * e.dim..to * e.dim].to_vec(),
+                })
+                .collect(),
+            predictions: None,
+            row_times: if self.row_times.is_empty() {
+                Vec::new()
+            } else {
+                let later = self
+                    .row_times
+                    .iter()
+                    .filter(|&&(row, _)| row > from && row < to)
+                    .map(|&(row, t)| (row - from, t));
+                std::iter::once((0, self.times(from, to).0))
+                    .chain(later)
+                    .collect()
+            },
+        }
+    }
 }
 
 /// One column of a record or an uploaded reference.
@@ -178,6 +254,7 @@ mod tests {
                 n_classes: 2,
                 scores: None,
             }),
+            row_times: Vec::new(),
         };
         let json = serde_json::to_string(&Message::Prediction(r.clone())).unwrap();
         assert!(json.contains(r#""values":[1.5,null]"#), "{json}");

@@ -96,16 +96,19 @@ impl Window {
             return;
         }
         let to = from + n;
-        self.start_ms.get_or_insert(r.time_ms);
-        self.end_ms = self.end_ms.max(r.time_ms);
+        let (start, end) = r.times(from, to);
+        self.start_ms.get_or_insert(start);
+        self.end_ms = self.end_ms.max(end);
         for c in &r.columns {
-            let col = self
-                .columns
-                .entry(c.name.clone())
-                .or_insert_with(|| match &c.values {
+            // Looked up before inserting: no copy of the name for a column already here.
+            if !self.columns.contains_key(&c.name) {
+                let empty = match &c.values {
                     Values::Numbers(_) => Col::Numbers(VecDeque::new()),
                     Values::Categories(_) => Col::Categories(VecDeque::new()),
-                });
+                };
+                self.columns.insert(c.name.clone(), empty);
+            }
+            let col = self.columns.get_mut(&c.name).expect("inserted above");
             match (col, &c.values) {
                 (Col::Numbers(d), Values::Numbers(v)) => d.extend(&v[from..to]),
                 (Col::Categories(d), Values::Categories(v)) => {
@@ -122,10 +125,11 @@ impl Window {
             }
         }
         for e in &r.embeddings {
-            let (dim, d) = self
-                .embeddings
-                .entry(e.name.clone())
-                .or_insert_with(|| (e.dim, VecDeque::new()));
+            if !self.embeddings.contains_key(&e.name) {
+                self.embeddings
+                    .insert(e.name.clone(), (e.dim, VecDeque::new()));
+            }
+            let (dim, d) = self.embeddings.get_mut(&e.name).expect("inserted above");
             if *dim == e.dim {
                 d.extend(&e.values[from * e.dim..to * e.dim]);
             }
@@ -218,6 +222,7 @@ mod tests {
             }],
             embeddings: vec![],
             predictions: None,
+            row_times: Vec::new(),
         }
     }
 

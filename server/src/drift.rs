@@ -5,15 +5,17 @@
 //!
 //! ```text
 //! request path ── sampled copy ──▶ bounded channel (full: dropped, counted) ──▶ worker thread
-//!                                                                  extract columns │
-//!                                          Kafka topic (optional) ◀───────────────┤
-//!                                                                  Monitors.ingest ┘
+//!                                                  drain what is queued, extract columns │
+//!                                     Kafka topic (optional, one record per request) ◀───┤
+//!                          Monitors.ingest_requests (consecutive samples as one record) ◀┘
 //! ```
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use drift::monitor::Predicted;
 use drift::record::{Column, Embedding, Values};
 use drift::spec::Task;
 use drift::{Message, MonitorSpec, Monitors, Predictions, Record, Truth};
@@ -31,6 +33,8 @@ pub struct Sample {
     time_ms: u64,
     inputs: Vec<(String, Tensor)>,
     outputs: Vec<Tensor>,
+    /// A merged sample's requests: `(first row, time_ms)` each (see `Record::row_times`).
+    row_times: Vec<(usize, u64)>,
 }
 
 /// Where sampled requests go.
@@ -38,6 +42,15 @@ pub struct Drift {
     pub monitors: Arc<Monitors>,
     tx: SyncSender<Sample>,
     kafka: Option<Arc<Publisher>>,
+    progress: Arc<Progress>,
+}
+
+/// Samples queued and samples the worker has finished with: a truth posted right after its
+/// response waits until its prediction has reached the monitor ([`Drift::settled`]).
+#[derive(Default)]
+struct Progress {
+    queued: AtomicU64,
+    done: AtomicU64,
 }
 
 /// The Kafka producer of a fleet's prediction records and truths.
@@ -87,9 +100,11 @@ impl Drift {
     pub fn start(monitors: Arc<Monitors>, queue: usize, kafka: Option<Publisher>) -> Drift {
         let (tx, rx) = std::sync::mpsc::sync_channel(queue);
         let kafka = kafka.map(Arc::new);
+        let progress = Arc::new(Progress::default());
         let worker = Worker {
             monitors: Arc::clone(&monitors),
             kafka: kafka.clone(),
+            progress: Arc::clone(&progress),
         };
         std::thread::Builder::new()
             .name("drift-monitor".into())
@@ -99,6 +114,7 @@ impl Drift {
             monitors,
             tx,
             kafka,
+            progress,
         }
     }
 
@@ -126,14 +142,29 @@ impl Drift {
             time_ms: now_ms(),
             inputs,
             outputs: outputs.to_vec(),
+            row_times: Vec::new(),
         };
+        // Counted first, so that a truth for this request waits for it (`settled`).
+        self.progress.queued.fetch_add(1, Ordering::AcqRel);
         if let Err(TrySendError::Full(s) | TrySendError::Disconnected(s)) = self.tx.try_send(sample)
         {
+            self.progress.queued.fetch_sub(1, Ordering::AcqRel);
             self.monitors
                 .metrics()
                 .dropped
                 .with_label_values(&[&s.served.model, "queue_full"])
                 .inc();
+        }
+    }
+
+    /// Waits (up to 2 s) until the worker has taken every sample queued before this call:
+    /// a truth posted as soon as its response arrived then finds its prediction. Milliseconds
+    /// at most (the worker lingers 2 ms per drain).
+    pub async fn settled(&self) {
+        let target = self.progress.queued.load(Ordering::Acquire);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.progress.done.load(Ordering::Acquire) < target && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
@@ -164,39 +195,179 @@ impl Drift {
 struct Worker {
     monitors: Arc<Monitors>,
     kafka: Option<Arc<Publisher>>,
+    progress: Arc<Progress>,
 }
+
+/// How often timed windows are checked (also under steady traffic), and the longest the
+/// worker waits for a sample.
+const TICK: Duration = Duration::from_secs(1);
+/// The most queued samples the worker takes at once.
+const MAX_DRAIN: usize = 256;
+/// How long the worker lets samples queue up after the first (so at most 2 ms of monitoring
+/// delay; `--drift-queue` must hold what arrives in that time, 4096 by default).
+const LINGER: Duration = Duration::from_millis(2);
 
 impl Worker {
     fn run(self, rx: Receiver<Sample>) {
+        let mut last_tick = Instant::now();
+        let mut batch = Vec::with_capacity(MAX_DRAIN);
         loop {
-            match rx.recv_timeout(Duration::from_secs(1)) {
+            match rx.recv_timeout(TICK) {
                 Ok(s) => {
-                    let r = record(&s);
-                    if let Some(k) = &self.kafka
-                        && !k.send(&r.model, &Message::Prediction(r.clone()))
-                    {
-                        self.monitors
-                            .metrics()
-                            .dropped
-                            .with_label_values(&[&r.model, "kafka"])
-                            .inc();
-                    }
-                    // A bug in one model's evaluation must not end monitoring for every
-                    // model: the sample is counted as refused and the thread goes on.
-                    let ingest = std::panic::AssertUnwindSafe(|| self.monitors.ingest(&r));
-                    if std::panic::catch_unwind(ingest).is_err() {
-                        tracing::error!(model = %r.model, "drift evaluation panicked; sample dropped");
-                        self.monitors
-                            .metrics()
-                            .dropped
-                            .with_label_values(&[&r.model, "invalid"])
-                            .inc();
-                    }
+                    batch.push(s);
+                    // Let the queue fill a little (a Kafka producer's linger): one wake-up
+                    // and one record for what arrives meanwhile, instead of one per request.
+                    std::thread::sleep(LINGER);
                 }
-                Err(RecvTimeoutError::Timeout) => self.monitors.tick(),
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
+            // Consecutive samples of one version become one record (one set of column
+            // allocations, not one per request).
+            while batch.len() < MAX_DRAIN {
+                match rx.try_recv() {
+                    Ok(s) => batch.push(s),
+                    Err(_) => break,
+                }
+            }
+            let mut start = 0;
+            for i in 1..=batch.len() {
+                if i == batch.len() || !joins(&batch[start], &batch[i]) {
+                    self.ingest(&batch[start..i]);
+                    self.progress
+                        .done
+                        .fetch_add((i - start) as u64, Ordering::Release);
+                    start = i;
+                }
+            }
+            batch.clear();
+            if last_tick.elapsed() >= TICK {
+                self.monitors.tick();
+                last_tick = Instant::now();
+            }
         }
+    }
+
+    /// One group of consecutive samples of one version ([`joins`]): published one record per
+    /// request, ingested here as one.
+    fn ingest(&self, group: &[Sample]) {
+        let model = &group[0].served.model;
+        let metrics = self.monitors.metrics();
+        if let Some(k) = &self.kafka {
+            for s in group {
+                if !k.send(model, &Message::Prediction(record(s))) {
+                    metrics.dropped.with_label_values(&[model, "kafka"]).inc();
+                }
+            }
+        }
+        let (mut r, predicted) = if let [s] = group {
+            let mut r = record(s);
+            let p = r.predictions.take().map(|predictions| Predicted {
+                id: s.id.clone(),
+                time_ms: s.time_ms,
+                predictions,
+            });
+            (r, p.into_iter().collect())
+        } else {
+            let r = record(&merged(group));
+            let predicted: Vec<Predicted> = group
+                .iter()
+                .filter_map(|s| {
+                    let p = predictions(&s.spec, &s.served.signature, &s.outputs, rows(s))?;
+                    Some(Predicted {
+                        id: s.id.clone(),
+                        time_ms: s.time_ms,
+                        predictions: p,
+                    })
+                })
+                .collect();
+            (r, predicted)
+        };
+        r.predictions = None;
+        // A bug in one model's evaluation must not end monitoring for every model: the
+        // samples are counted as refused and the thread goes on.
+        let n = group.len() as u64;
+        let ingest =
+            std::panic::AssertUnwindSafe(|| self.monitors.ingest_requests(&r, n, predicted));
+        if std::panic::catch_unwind(ingest).is_err() {
+            tracing::error!(model = %model, "drift evaluation panicked; samples dropped");
+            metrics
+                .dropped
+                .with_label_values(&[model, "invalid"])
+                .inc_by(n as f64);
+        }
+    }
+}
+
+/// The rows of a sample (its first input's first dimension).
+fn rows(s: &Sample) -> usize {
+    s.inputs
+        .first()
+        .and_then(|(_, t)| t.shape().first())
+        .map_or(1, |&d| usize::try_from(d).unwrap_or(0))
+}
+
+/// Whether `b` can be ingested with `a` as one record: the same version and monitor spec, and
+/// tensors of the same names, types and trailing dimensions, each with its rows first.
+fn joins(a: &Sample, b: &Sample) -> bool {
+    let stacks = |x: &Tensor, y: &Tensor, rows_x: usize, rows_y: usize| {
+        x.datatype() == y.datatype()
+            && !x.shape().is_empty()
+            && x.shape().len() == y.shape().len()
+            && x.shape()[1..] == y.shape()[1..]
+            && usize::try_from(x.shape()[0]).ok() == Some(rows_x)
+            && usize::try_from(y.shape()[0]).ok() == Some(rows_y)
+    };
+    let (ra, rb) = (rows(a), rows(b));
+    Arc::ptr_eq(&a.served, &b.served)
+        && Arc::ptr_eq(&a.spec, &b.spec)
+        && a.inputs.len() == b.inputs.len()
+        && a.outputs.len() == b.outputs.len()
+        && a.inputs
+            .iter()
+            .zip(&b.inputs)
+            .all(|((na, x), (nb, y))| na == nb && stacks(x, y, ra, rb))
+        && a.outputs
+            .iter()
+            .zip(&b.outputs)
+            .all(|(x, y)| stacks(x, y, ra, rb))
+}
+
+/// One sample holding a group's rows in order ([`joins`] has checked that they stack).
+fn merged(group: &[Sample]) -> Sample {
+    let first = &group[0];
+    let inputs = (0..first.inputs.len())
+        .map(|i| {
+            let parts: Vec<&Tensor> = group.iter().map(|s| &s.inputs[i].1).collect();
+            (first.inputs[i].0.clone(), Tensor::concat(&parts))
+        })
+        .collect();
+    let outputs = (0..first.outputs.len())
+        .map(|i| {
+            let parts: Vec<&Tensor> = group.iter().map(|s| &s.outputs[i]).collect();
+            Tensor::concat(&parts)
+        })
+        .collect();
+    Sample {
+        served: Arc::clone(&first.served),
+        spec: Arc::clone(&first.spec),
+        id: String::new(),
+        time_ms: group
+            .iter()
+            .map(|s| s.time_ms)
+            .max()
+            .unwrap_or(first.time_ms),
+        inputs,
+        outputs,
+        // Each request's first row and time, so the windows keep their exact times.
+        row_times: group
+            .iter()
+            .scan(0, |row, s| {
+                let first = *row;
+                *row += rows(s);
+                Some((first, s.time_ms))
+            })
+            .collect(),
     }
 }
 
@@ -260,6 +431,7 @@ pub fn record(s: &Sample) -> Record {
         columns,
         embeddings,
         predictions,
+        row_times: s.row_times.clone(),
     }
 }
 
@@ -515,7 +687,7 @@ pub struct FeedbackOutcome {
 /// `POST /api/feedback` and `SendFeedback`: rewards go to the experiments, truths to the
 /// drift monitors (and the fleet's topic). A truth-only item that no monitor here sampled is
 /// refused, unless a Kafka topic carries it to the fleet's monitor.
-pub fn feedback(
+pub async fn feedback(
     state: &crate::state::AppState,
     items: &[experiments::Feedback],
 ) -> crate::error::ApiResult<FeedbackOutcome> {
@@ -543,6 +715,7 @@ pub fn feedback(
     if truths.is_empty() {
         return Ok(out);
     }
+    state.drift.settled().await;
     let labelled = state.drift.label(&truths);
     out.labelled = labelled.joined.len();
     for (index, why) in labelled.rejected {

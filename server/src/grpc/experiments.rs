@@ -343,9 +343,8 @@ impl Experiments for ExperimentsService {
                 truth,
             });
         }
-        Ok(Response::new(report(crate::drift::feedback(
-            &self.state,
-            &feedback,
-        )?)))
+        Ok(Response::new(report(
+            crate::drift::feedback(&self.state, &feedback).await?,
+        )))
     }
 }

@@ -166,5 +166,5 @@ pub async fn feedback(State(s): AppStateRef, body: Body) -> ApiResult<Json<Value
             )));
         }
     };
-    Ok(Json(json!(crate::drift::feedback(&s, &items)?)))
+    Ok(Json(json!(crate::drift::feedback(&s, &items).await?)))
 }
