@@ -115,7 +115,7 @@ pub async fn run(args: DriftArgs) -> anyhow::Result<()> {
                     m["reference"]["rows"]
                         .as_u64()
                         .map_or("-".into(), |n| n.to_string()),
-                    m["windows"],
+                    m["windows"].to_string(),
                     verdict(&m["drift_detected"]),
                 );
             }
@@ -240,7 +240,8 @@ fn print_status(s: &Value) {
             println!(
                 "{:<10} {:>10} {:>9}  {metrics}",
                 p["version"].as_str().unwrap_or(""),
-                p["labelled_rows"],
+                // A JSON value's Display ignores the width: as a string it pads.
+                p["labelled_rows"].to_string(),
                 num(&p["labelled_share"]),
             );
         }
