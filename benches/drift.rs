@@ -203,11 +203,12 @@ fn main() {
     // Column j: normal; the odd columns of the current window shifted by 0.05 sd and
     // scaled by 1.05 (a drift Wasserstein sees, the even ones none).
     let mut data = vec![vec![0.0f64; rows]; 2 * cols];
-    for j in 0..cols {
-        for i in 0..rows {
-            data[j][i] = rng.normal();
+    let (reference_cols, current_cols) = data.split_at_mut(cols);
+    for (j, (r, c)) in reference_cols.iter_mut().zip(current_cols).enumerate() {
+        for (ri, ci) in r.iter_mut().zip(c.iter_mut()) {
+            *ri = rng.normal();
             let x = rng.normal();
-            data[cols + j][i] = if j % 2 == 1 { 0.05 + 1.05 * x } else { x };
+            *ci = if j % 2 == 1 { 0.05 + 1.05 * x } else { x };
         }
     }
     let name = |j: usize| format!("c{j}");
