@@ -20,12 +20,35 @@ pub struct ServerArg {
         default_value = "http://localhost:8000"
     )]
     url: String,
+    /// The API key to send (`Authorization: Bearer`), when the server asks for one. Prefer
+    /// the variable: a flag shows in the process list.
+    #[arg(
+        long = "api-key",
+        global = true,
+        env = "INFERD_API_KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
 }
 
 impl ServerArg {
     /// The address without a trailing slash, ready for a path to be appended.
     pub fn base(&self) -> &str {
         self.url.trim_end_matches('/')
+    }
+
+    /// An HTTP client that sends the API key, if one is given.
+    pub fn client(&self) -> anyhow::Result<reqwest::Client> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = &self.api_key {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|_| anyhow::anyhow!("the API key has characters a header cannot carry"))?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        Ok(reqwest::Client::builder()
+            .default_headers(headers)
+            .build()?)
     }
 }
 
@@ -121,7 +144,7 @@ fn print_model(m: &Value) {
 
 pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
     let base = args.server.base().to_owned();
-    let client = reqwest::Client::new();
+    let client = args.server.client()?;
     match args.command {
         ModelsCommand::Push {
             path,

@@ -65,7 +65,7 @@ struct WatchArgs {
 
 pub async fn run(args: DriftArgs) -> anyhow::Result<()> {
     let base = format!("{}/api/drift", args.server.base());
-    let client = reqwest::Client::new();
+    let client = args.server.client()?;
     match args.command {
         DriftCommand::Monitor { model, file } => {
             let body = match file {

@@ -44,7 +44,7 @@ enum ExperimentsCommand {
 
 pub async fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
     let base = format!("{}/api/experiments", args.server.base());
-    let client = reqwest::Client::new();
+    let client = args.server.client()?;
     match args.command {
         ExperimentsCommand::Create { name, file } => {
             let text = std::fs::read_to_string(&file)

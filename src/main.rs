@@ -5,6 +5,7 @@
 mod cli;
 mod drift_cli;
 mod experiments_cli;
+mod keys_cli;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -30,6 +31,8 @@ enum Command {
     Experiments(experiments_cli::ExperimentsArgs),
     /// Drift monitors: set a reference, show verdicts; `watch` monitors a fleet from Kafka.
     Drift(drift_cli::DriftArgs),
+    /// API keys for --api-keys: `hash NAME SCOPE` makes one.
+    Keys(keys_cli::KeysArgs),
 }
 
 /// Pins glibc's mmap and trim thresholds at their initial defaults (128 KiB).
@@ -80,6 +83,7 @@ fn main() -> std::process::ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(drift_cli::run(args))),
+        Command::Keys(args) => keys_cli::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

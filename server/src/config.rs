@@ -23,6 +23,8 @@
 //! drift_queue = 4096                 # sampled requests waiting for the drift monitor
 //! drift_kafka_topic = "inferd-predictions" # publish sampled predictions and truths
 //! drift_kafka_brokers = "kafka-1:9092" # default: kafka_brokers
+//! api_keys = "/etc/inferd/keys.json" # API keys with their scopes; default: no authentication
+//! auth_metrics = false               # the metrics port asks for a key too
 //! ```
 
 use std::net::IpAddr;
@@ -104,6 +106,14 @@ pub struct ServeArgs {
     /// Kafka bootstrap servers for --drift-kafka-topic. Default: --kafka-brokers.
     #[arg(long, env = "INFERD_DRIFT_KAFKA_BROKERS")]
     pub drift_kafka_brokers: Option<String>,
+    /// API keys (JSON: `{"keys": [{"name", "sha256", "scopes"}]}`, re-read when it changes):
+    /// every route but health needs a key with its scope. `inferd keys hash NAME SCOPE`
+    /// makes an entry. Default: none (no authentication).
+    #[arg(long, env = "INFERD_API_KEYS")]
+    pub api_keys: Option<PathBuf>,
+    /// The metrics port asks for an API key too (any scope). Default: open.
+    #[arg(long, env = "INFERD_AUTH_METRICS")]
+    pub auth_metrics: bool,
 }
 
 /// The config file's keys: the same names as the flags, in snake_case.
@@ -130,6 +140,8 @@ struct FileConfig {
     drift_queue: Option<usize>,
     drift_kafka_topic: Option<String>,
     drift_kafka_brokers: Option<String>,
+    api_keys: Option<PathBuf>,
+    auth_metrics: Option<bool>,
 }
 
 /// The resolved, validated configuration.
@@ -159,6 +171,9 @@ pub struct Config {
     /// `None`: sampled predictions stay in process.
     pub drift_kafka_topic: Option<String>,
     pub drift_kafka_brokers: Option<String>,
+    /// `None`: no authentication.
+    pub api_keys: Option<PathBuf>,
+    pub auth_metrics: bool,
 }
 
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
@@ -245,6 +260,8 @@ impl Config {
                 .or(file.drift_kafka_brokers)
                 .filter(|b| !b.trim().is_empty())
                 .or(kafka_brokers),
+            api_keys: args.api_keys.or(file.api_keys),
+            auth_metrics: args.auth_metrics || file.auth_metrics.unwrap_or(false),
         };
         cfg.validate()?;
         Ok(cfg)

@@ -20,6 +20,8 @@
 //! - [`drift`]: drift monitoring's server side — the sampler on the request path, the
 //!   monitor's worker thread, column extraction, the fleet's Kafka topic, `drift watch`
 //!   (the domain logic is the `drift` crate); REST under `/api/drift` (`http::drift`).
+//! - [`auth`]: API keys and scopes — one decision for every REST route (a route layer on
+//!   the matched route, an authenticated fallback) and every gRPC method (a tower layer).
 //! - [`enrich`]: feature enrichment — model inputs filled from the online feature store by
 //!   entity key.
 //! - [`triton`]: Triton's model-config and statistics views, for both transports.
@@ -30,6 +32,7 @@
 //! [`serve`] starts everything and returns once a shutdown signal has drained the server.
 
 pub mod ab;
+pub mod auth;
 pub mod config;
 pub mod drift;
 pub mod embedder;
@@ -202,6 +205,16 @@ pub async fn serve(
         Arc::new(store)
     };
 
+    let auth = Arc::new(auth::Auth::open(cfg.api_keys.as_deref(), cfg.auth_metrics)?);
+    if auth.enabled() {
+        auth.watch();
+        tracing::info!(file = %cfg.api_keys.as_deref().map(|p| p.display().to_string()).unwrap_or_default(), "API keys required on every route but health");
+    } else {
+        tracing::warn!(
+            "NO AUTHENTICATION: anyone who can reach these ports can upload, delete and re-point models, rewrite features and drop collections; configure --api-keys"
+        );
+    }
+
     let http_l = bind(&cfg, cfg.http_port, "http").await?;
     let grpc_l = bind(&cfg, cfg.grpc_port, "grpc").await?;
     let metrics_l = bind(&cfg, cfg.metrics_port, "metrics").await?;
@@ -222,36 +235,48 @@ pub async fn serve(
     let nodelay = |tcp: &mut tokio::net::TcpStream| {
         let _ = tcp.set_nodelay(true);
     };
+    // Every door checked in one place: after routing (the matched route decides), before a
+    // handler reads the body; the fallback authenticates before its 404.
+    let app = http::router(Arc::clone(&state))
+        .merge(http::collections::router_with_limit(
+            Arc::clone(&collections),
+            cfg.max_request_bytes,
+        ))
+        .merge(http::features::router_with_limit(
+            Arc::clone(&features),
+            cfg.max_request_bytes,
+        ))
+        .merge(http::drift::router(
+            Arc::clone(&monitors),
+            cfg.max_request_bytes,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&auth),
+            auth::http_layer,
+        ))
+        .fallback({
+            let auth = Arc::clone(&auth);
+            move |method, uri, headers| auth::fallback(Arc::clone(&auth), method, uri, headers)
+        });
     let http = tokio::spawn(
-        axum::serve(
-            http_l.tap_io(nodelay),
-            http::router(Arc::clone(&state))
-                .merge(http::collections::router_with_limit(
-                    Arc::clone(&collections),
-                    cfg.max_request_bytes,
-                ))
-                .merge(http::features::router_with_limit(
-                    Arc::clone(&features),
-                    cfg.max_request_bytes,
-                ))
-                .merge(http::drift::router(
-                    Arc::clone(&monitors),
-                    cfg.max_request_bytes,
-                )),
-        )
-        .with_graceful_shutdown(stopped(stop_rx.clone()))
-        .into_future(),
+        axum::serve(http_l.tap_io(nodelay), app)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
     );
     let metrics_srv = tokio::spawn(
         axum::serve(
             metrics_l.tap_io(nodelay),
-            http::metrics_router(Arc::clone(&state)),
+            http::metrics_router(Arc::clone(&state)).layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&auth),
+                auth::metrics_layer,
+            )),
         )
         .with_graceful_shutdown(stopped(stop_rx.clone()))
         .into_future(),
     );
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(auth::GrpcAuthLayer(Arc::clone(&auth)))
             .add_service(grpc::InferenceService::server(Arc::clone(&state)))
             .add_service(grpc::registry::RegistryService::server(Arc::clone(&state)))
             .add_service(grpc::drift::DriftService::server(

@@ -3,6 +3,7 @@
 //!
 //! Needs the ONNX Runtime shared library: `scripts/test.sh` (or `. scripts/env.sh`) sets it up.
 
+mod auth;
 mod bad_input;
 mod batching;
 mod collections;

@@ -1,0 +1,333 @@
+//! API keys and scopes on both transports, against the real binary: every route but health
+//! needs a key, its scope decides (401 without a valid key, with `WWW-Authenticate`; 403 with
+//! one that lacks the scope), unknown paths authenticate before their 404, a refused upload
+//! writes nothing, and keys rotate by editing the file, without a restart.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use server::proto::inferd::model_registry_client::ModelRegistryClient;
+use server::proto::inferd::{DeleteAliasRequest, ListModelsRequest};
+use server::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use server::proto::inference::{ServerLiveRequest, ServerMetadataRequest};
+use sha2::{Digest, Sha256};
+use tonic::Code;
+
+use crate::common::{self, Server};
+
+const READER: &str = "reader-secret-1";
+const PUSHER: &str = "pusher-secret-1";
+const OPS: &str = "ops-secret-1";
+
+fn entry(name: &str, secret: &str, scope: &str) -> Value {
+    let hex: String = Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    json!({"name": name, "sha256": hex, "scopes": [scope]})
+}
+
+fn write_keys(path: &Path, keys: &[Value]) {
+    // Written aside and renamed: the server never reads half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, json!({ "keys": keys }).to_string()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A server with three keys (infer, write, admin), and its repository (kept as long as it).
+async fn server(keys: &Path, data: &Path) -> (Server, tempfile::TempDir) {
+    write_keys(
+        keys,
+        &[
+            entry("reader", READER, "infer"),
+            entry("pusher", PUSHER, "write"),
+            entry("ops", OPS, "admin"),
+        ],
+    );
+    let repo = common::repo(&[("mlp", None)]);
+    std::fs::create_dir_all(data).unwrap();
+    let srv =
+        Server::start_with_data(repo.path(), data, &["--api-keys", keys.to_str().unwrap()]).await;
+    (srv, repo)
+}
+
+async fn status(
+    c: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    key: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut r = c.request(method, url);
+    if let Some(k) = key {
+        r = r.bearer_auth(k);
+    }
+    let resp = r.send().await.unwrap();
+    let code = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (code, headers, resp.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_routes_need_a_key_with_their_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, _repo) = server(&dir.path().join("keys.json"), &dir.path().join("data")).await;
+    let c = reqwest::Client::new();
+    use reqwest::Method as M;
+    let cases: &[(M, &str, Option<&str>, u16)] = &[
+        // Health stays open; everything else asks.
+        (M::GET, "/v2/health/ready", None, 200),
+        (M::GET, "/v2/health/live", None, 200),
+        (M::GET, "/v2", None, 401),
+        (M::GET, "/v2/models/mlp", None, 401),
+        (M::GET, "/v2/models/mlp", Some("not-a-key"), 401),
+        (M::GET, "/v2/models/mlp", Some(READER), 200),
+        (M::GET, "/api/models", Some(READER), 200),
+        (M::GET, "/api/drift", Some(READER), 200),
+        // Unknown paths: a key first, then the 404; no key learns nothing.
+        (M::GET, "/no/such/path", None, 401),
+        (M::GET, "/no/such/path", Some(READER), 404),
+        (M::GET, "/v2/models/no-such-model", None, 401),
+        // Management needs admin: a reader and a pusher get 403 (having sent no body).
+        (M::DELETE, "/api/models/mlp", Some(READER), 403),
+        (M::DELETE, "/api/models/mlp", Some(PUSHER), 403),
+        (M::PUT, "/api/drift/mlp", Some(PUSHER), 403),
+        (
+            M::POST,
+            "/v2/repository/models/mlp/unload",
+            Some(READER),
+            403,
+        ),
+        (M::DELETE, "/api/collections/docs", Some(PUSHER), 403),
+        (M::DELETE, "/api/models/mlp/aliases/staging", None, 401),
+        // Data writes need write: a reader is refused, a pusher gets through to the handler.
+        (M::POST, "/api/feedback", Some(READER), 403),
+        (M::POST, "/api/features/push", Some(READER), 403),
+        // Admin reaches the handler (404: the alias does not exist).
+        (M::DELETE, "/api/models/mlp/aliases/staging", Some(OPS), 404),
+    ];
+    let mut failures = Vec::new();
+    for (method, path, key, want) in cases {
+        let (code, headers, body) = status(&c, method.clone(), srv.url(path), *key).await;
+        if code != *want {
+            failures.push(format!(
+                "{method} {path} with {key:?}: {code} {body}, want {want}"
+            ));
+        }
+        if code == 401 && headers.get("www-authenticate").is_none() {
+            failures.push(format!("{method} {path}: 401 without WWW-Authenticate"));
+        }
+        if code == 401 || code == 403 {
+            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            if !v["error"].is_string() {
+                failures.push(format!(
+                    "{method} {path}: refusal without an error message: {body}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The pusher's feedback reaches the handler (200, the item rejected for no reason).
+    let r = c
+        .post(srv.url("/api/feedback"))
+        .bearer_auth(PUSHER)
+        .json(&json!({"feedback": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The CLI sends the key it is given (INFERD_API_KEY), and says why when it has none.
+    let cli = |key: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_inferd"));
+        c.args(["models", "list", "--server", &srv.url("")]);
+        c.env_remove("INFERD_API_KEY");
+        if let Some(k) = key {
+            c.env("INFERD_API_KEY", k);
+        }
+        c.output().unwrap()
+    };
+    let ok = cli(Some(READER));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("mlp"));
+    let refused = cli(None);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("missing credentials"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // The message of a 403 names the missing scope, not what exists.
+    let (_, _, body) = status(&c, M::DELETE, srv.url("/api/models/nope"), Some(READER)).await;
+    assert!(body.contains("lacks the 'admin' scope"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (srv, repo) = server(&dir.path().join("keys.json"), &data).await;
+    let c = reqwest::Client::new();
+    let r = c
+        .post(srv.url("/api/models/intruder/versions"))
+        .bearer_auth(READER)
+        .header("content-type", "application/octet-stream")
+        .body(vec![0u8; 8 << 20])
+        .send()
+        .await;
+    // The server may answer before reading the body and close: either way, refused.
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 403);
+    }
+    let r = c
+        .get(srv.url("/api/models/intruder"))
+        .bearer_auth(OPS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "{}", r.text().await.unwrap());
+    // Nothing in the data directory or the model repository (where uploads land).
+    let mut names = walk(&data);
+    names.extend(walk(repo.path()));
+    assert!(
+        !names.iter().any(|n| n.contains("intruder")),
+        "written: {names:?}"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            out.push(e.path().display().to_string());
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()));
+            }
+        }
+    }
+    out
+}
+
+fn with_key<T>(msg: T, key: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_methods_need_a_key_with_their_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, _repo) = server(&dir.path().join("keys.json"), &dir.path().join("data")).await;
+    let mut infer = GrpcInferenceServiceClient::connect(srv.grpc_url())
+        .await
+        .unwrap();
+    // Liveness is open.
+    infer.server_live(ServerLiveRequest {}).await.unwrap();
+    let e = infer
+        .server_metadata(ServerMetadataRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let e = infer
+        .server_metadata(with_key(ServerMetadataRequest {}, "wrong"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let meta = infer
+        .server_metadata(with_key(ServerMetadataRequest {}, READER))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(meta.name, "inferd");
+
+    let mut registry = ModelRegistryClient::connect(srv.grpc_url()).await.unwrap();
+    let models = registry
+        .list_models(with_key(ListModelsRequest {}, READER))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(models.models.iter().any(|m| m.name == "mlp"));
+    let del = || DeleteAliasRequest {
+        name: "mlp".into(),
+        alias: "staging".into(),
+    };
+    let e = registry
+        .delete_alias(with_key(del(), READER))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("admin"), "{e:?}");
+    let e = registry.delete_alias(del()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    // Admin reaches the handler: the alias does not exist.
+    let e = registry
+        .delete_alias(with_key(del(), OPS))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.json");
+    let (srv, _repo) = server(&keys, &dir.path().join("data")).await;
+    let c = reqwest::Client::new();
+    let get = |key: &'static str| {
+        let (c, url) = (c.clone(), srv.url("/v2/models/mlp"));
+        async move {
+            c.get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    const NEW: &str = "reader-secret-2";
+    assert_eq!(get(NEW).await, 401);
+    // Both valid during the rotation...
+    write_keys(
+        &keys,
+        &[
+            entry("reader", READER, "infer"),
+            entry("reader-2", NEW, "infer"),
+            entry("ops", OPS, "admin"),
+        ],
+    );
+    wait_for(|| get(NEW), 200).await;
+    assert_eq!(get(READER).await, 200);
+    // ...then the old one removed.
+    write_keys(
+        &keys,
+        &[entry("reader-2", NEW, "infer"), entry("ops", OPS, "admin")],
+    );
+    wait_for(|| get(READER), 401).await;
+    assert_eq!(get(NEW).await, 200);
+    // A file that no longer parses keeps the keys in force.
+    std::fs::write(&keys, "{not json").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(get(NEW).await, 200);
+    assert!(srv.log().contains("no longer parses"), "{}", srv.log());
+}
+
+async fn wait_for<F, Fut>(mut f: F, want: u16)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = u16>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = f().await;
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still {got}, want {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
