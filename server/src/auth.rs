@@ -81,22 +81,8 @@ struct KeyEntry {
     name: String,
     /// SHA-256 of the secret, hex.
     sha256: String,
-    /// One scope, or a list (the highest counts).
-    #[serde(deserialize_with = "one_or_many")]
+    /// Its scopes (the highest counts: each includes those below it).
     scopes: Vec<Scope>,
-}
-
-fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Scope>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(Scope),
-        Many(Vec<Scope>),
-    }
-    Ok(match OneOrMany::deserialize(d)? {
-        OneOrMany::One(s) => vec![s],
-        OneOrMany::Many(v) => v,
-    })
 }
 
 #[derive(Debug, Deserialize)]
