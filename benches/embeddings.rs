@@ -115,6 +115,7 @@ async fn server(texts: Arc<Vec<String>>) {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inferd"))
         .args([
             "serve",
+            "--no-auth",
             "--host",
             "127.0.0.1",
             "--http-port",

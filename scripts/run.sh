@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # The run command: installs the ONNX Runtime library (cached under ~/.cache/inferd), builds
 # inferd, and serves. With no arguments it serves the example models embedded in the binary
-# on :8000 (REST), :8001 (gRPC) and :8002 (/metrics); any arguments go to `inferd serve`,
+# on 127.0.0.1:8000 (REST), :8001 (gRPC) and :8002 (/metrics), without authentication; any
+# arguments go to `inferd serve`,
 # e.g. `scripts/run.sh --model-repository /srv/models`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/env.sh
 cargo build --release --bin inferd
-exec "$CARGO_TARGET_DIR/release/inferd" serve "$@"
+# Without keys it serves unauthenticated, on 127.0.0.1 only (`--no-auth`); give
+# `--api-keys FILE` (or INFERD_API_KEYS) to require keys and listen on every interface.
+auth=(--no-auth)
+for a in "$@"; do [[ "$a" == --api-keys* || "$a" == --no-auth ]] && auth=(); done
+[[ -n "${INFERD_API_KEYS:-}" || -n "${INFERD_NO_AUTH:-}" ]] && auth=()
+exec "$CARGO_TARGET_DIR/release/inferd" serve "${auth[@]}" "$@"

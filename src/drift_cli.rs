@@ -58,8 +58,9 @@ struct WatchArgs {
     /// Where the monitors (specs, references, windows) persist.
     #[arg(long, env = "INFERD_DATA_DIR")]
     data_dir: PathBuf,
-    /// Address of the /api/drift routes and /metrics.
-    #[arg(long, default_value = "0.0.0.0:8010")]
+    /// Address of the /api/drift routes and /metrics (served without keys: loopback unless
+    /// told otherwise).
+    #[arg(long, default_value = "127.0.0.1:8010")]
     listen: SocketAddr,
 }
 

@@ -61,7 +61,7 @@ for store in memory redis; do
     for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
   fi
   http="$(free_port)"; grpc="$(free_port)"; metrics="$(free_port)"
-  INFERD_LOG=warn "$bin" serve --model-repository "$work/models" --data-dir "$work/data-$store" \
+  INFERD_LOG=warn "$bin" serve --no-auth --model-repository "$work/models" --data-dir "$work/data-$store" \
     --host 127.0.0.1 --http-port "$http" --grpc-port "$grpc" --metrics-port "$metrics" \
     --feature-store "$url" --feature-views "$work/views.toml" 2>"$work/inferd-$store.log" &
   pids+=($!)

@@ -493,7 +493,7 @@ def main() -> int:
             hp, gp, mp = free_port(), free_port(), free_port()
             return Server(
                 key=key, label=label,
-                argv=[inferd, "serve", "--host", "127.0.0.1", "--model-repository", str(work / repo),
+                argv=[inferd, "serve", "--no-auth", "--host", "127.0.0.1", "--model-repository", str(work / repo),
                       "--http-port", str(hp), "--grpc-port", str(gp), "--metrics-port", str(mp),
                       "--data-dir", str(work / f"data-{key}")],
                 cwd=work, log_path=out_dir / f"{key}.log",

@@ -67,7 +67,7 @@ def main():
     with tempfile.TemporaryDirectory() as repo:
         http, grpc, metrics = free_port(), free_port(), free_port()
         srv = subprocess.Popen(
-            [args.bin, "serve", "--model-repository", repo, "--host", "127.0.0.1", "--http-port", str(http),
+            [args.bin, "serve", "--no-auth", "--model-repository", repo, "--host", "127.0.0.1", "--http-port", str(http),
              "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--data-dir", repo + "/.data"],
             stderr=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{http}"

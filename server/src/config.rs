@@ -25,6 +25,7 @@
 //! drift_kafka_brokers = "kafka-1:9092" # default: kafka_brokers
 //! api_keys = "/etc/inferd/keys.json" # API keys with their scopes; default: no authentication
 //! auth_metrics = false               # the metrics port asks for a key too
+//! no_auth = false                    # serve without authentication (on 127.0.0.1 by default)
 //! ```
 
 use std::net::IpAddr;
@@ -46,7 +47,7 @@ pub struct ServeArgs {
     /// Directory for state that must survive restarts. Default: ~/.local/share/inferd.
     #[arg(long, env = "INFERD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Address to listen on. Default: 0.0.0.0.
+    /// Address to listen on. Default: 0.0.0.0 with --api-keys; 127.0.0.1 with --no-auth.
     #[arg(long, env = "INFERD_HOST")]
     pub host: Option<IpAddr>,
     /// REST port (KServe V2). Default: 8000.
@@ -114,6 +115,11 @@ pub struct ServeArgs {
     /// The metrics port asks for an API key too (any scope). Default: open.
     #[arg(long, env = "INFERD_AUTH_METRICS")]
     pub auth_metrics: bool,
+    /// Serve without authentication: anyone who reaches the ports may do anything. Needed
+    /// when no --api-keys is given; the server then listens on 127.0.0.1 unless --host says
+    /// otherwise.
+    #[arg(long, env = "INFERD_NO_AUTH")]
+    pub no_auth: bool,
 }
 
 /// The config file's keys: the same names as the flags, in snake_case.
@@ -142,6 +148,7 @@ struct FileConfig {
     drift_kafka_brokers: Option<String>,
     api_keys: Option<PathBuf>,
     auth_metrics: Option<bool>,
+    no_auth: Option<bool>,
 }
 
 /// The resolved, validated configuration.
@@ -174,6 +181,8 @@ pub struct Config {
     /// `None`: no authentication.
     pub api_keys: Option<PathBuf>,
     pub auth_metrics: bool,
+    /// No authentication, on purpose (`--no-auth`).
+    pub no_auth: bool,
 }
 
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
@@ -208,13 +217,26 @@ impl Config {
             .kafka_brokers
             .or(file.kafka_brokers)
             .filter(|b| !b.trim().is_empty());
+        let api_keys = args.api_keys.or(file.api_keys);
+        let no_auth = args.no_auth || file.no_auth.unwrap_or(false);
+        anyhow::ensure!(
+            api_keys.is_some() || no_auth,
+            "no authentication configured: give --api-keys FILE (`inferd keys hash NAME admin` makes a key and its entry), or pass --no-auth to serve without it (on 127.0.0.1 unless --host says otherwise)"
+        );
+        anyhow::ensure!(
+            !(api_keys.is_some() && no_auth),
+            "--api-keys and --no-auth contradict each other: drop one"
+        );
+        // Unauthenticated, the server stays on loopback unless told otherwise.
+        let default_host = if no_auth {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            IpAddr::from([0, 0, 0, 0])
+        };
         let cfg = Config {
             model_repository: args.model_repository.or(file.model_repository),
             data_dir,
-            host: args
-                .host
-                .or(file.host)
-                .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            host: args.host.or(file.host).unwrap_or(default_host),
             http_port: args.http_port.or(file.http_port).unwrap_or(8000),
             grpc_port: args.grpc_port.or(file.grpc_port).unwrap_or(8001),
             metrics_port: args.metrics_port.or(file.metrics_port).unwrap_or(8002),
@@ -260,8 +282,9 @@ impl Config {
                 .or(file.drift_kafka_brokers)
                 .filter(|b| !b.trim().is_empty())
                 .or(kafka_brokers),
-            api_keys: args.api_keys.or(file.api_keys),
+            api_keys,
             auth_metrics: args.auth_metrics || file.auth_metrics.unwrap_or(false),
+            no_auth,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -329,10 +352,16 @@ mod tests {
             config: Some(file),
             grpc_port: Some(7001),
             data_dir: Some(dir.path().into()),
+            no_auth: true,
             ..Default::default()
         })
         .unwrap();
         assert_eq!(cfg.http_port, 9000);
+        assert_eq!(
+            cfg.host,
+            IpAddr::from([127, 0, 0, 1]),
+            "unauthenticated: loopback"
+        );
         assert_eq!(cfg.grpc_port, 7001);
         assert_eq!(cfg.metrics_port, 8002);
         assert_eq!(cfg.max_request_bytes, 2048);
@@ -346,6 +375,7 @@ mod tests {
         let args = |f| ServeArgs {
             config: Some(f),
             data_dir: Some(dir.path().into()),
+            no_auth: true,
             ..Default::default()
         };
         let e = Config::resolve(args(file.clone())).unwrap_err().to_string();
@@ -356,10 +386,31 @@ mod tests {
         let e = Config::resolve(ServeArgs {
             model_repository: Some("/nonexistent/models".into()),
             data_dir: Some(dir.path().into()),
+            no_auth: true,
             ..Default::default()
         })
         .unwrap_err()
         .to_string();
         assert!(e.contains("is not a directory"), "{e}");
+        // No keys and no --no-auth: refused, saying how to fix it.
+        let e = Config::resolve(ServeArgs {
+            data_dir: Some(dir.path().into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("give --api-keys FILE") && e.contains("--no-auth"),
+            "{e}"
+        );
+        let e = Config::resolve(ServeArgs {
+            data_dir: Some(dir.path().into()),
+            api_keys: Some("/k.json".into()),
+            no_auth: true,
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("contradict"), "{e}");
     }
 }

@@ -211,8 +211,12 @@ pub async fn serve(
         tracing::info!(file = %cfg.api_keys.as_deref().map(|p| p.display().to_string()).unwrap_or_default(), "API keys required on every route but health");
     } else {
         tracing::warn!(
-            "NO AUTHENTICATION: anyone who can reach these ports can upload, delete and re-point models, rewrite features and drop collections; configure --api-keys"
+            host = %cfg.host,
+            "NO AUTHENTICATION (--no-auth): anyone who can reach these ports can upload, delete and re-point models, rewrite features and drop collections; configure --api-keys"
         );
+        if !cfg.host.is_loopback() {
+            tracing::warn!(host = %cfg.host, "NO AUTHENTICATION ON A NON-LOOPBACK ADDRESS: every machine that can reach it has full control");
+        }
     }
 
     let http_l = bind(&cfg, cfg.http_port, "http").await?;

@@ -331,3 +331,95 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_keys_needs_no_auth_and_then_binds_to_loopback() {
+    let repo = common::repo(&[("mlp", None)]);
+    let data = tempfile::tempdir().unwrap();
+    let serve = |extra: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_inferd"));
+        c.arg("serve")
+            .arg("--model-repository")
+            .arg(repo.path())
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(extra);
+        c
+    };
+    // Neither keys nor --no-auth: refused, saying how to fix it.
+    let out = serve(&[
+        "--http-port",
+        "0",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "0",
+    ])
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--api-keys FILE") && err.contains("--no-auth"),
+        "{err}"
+    );
+    // --no-auth without --host: loopback only, and a warning.
+    let port = |_| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            .to_string()
+    };
+    let (http, grpc, metrics) = (port(0), port(1), port(2));
+    let log = data.path().join("server.log");
+    let mut child = serve(&[
+        "--no-auth",
+        "--http-port",
+        &http,
+        "--grpc-port",
+        &grpc,
+        "--metrics-port",
+        &metrics,
+    ])
+    .stderr(std::fs::File::create(&log).unwrap())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !reqwest::get(format!("http://127.0.0.1:{http}/v2/health/ready"))
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = strip_ansi(&std::fs::read_to_string(&log).unwrap());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains("NO AUTHENTICATION"), "{text}");
+    assert!(
+        text.contains(&format!("http=127.0.0.1:{http}")),
+        "not on loopback: {text}"
+    );
+    // Unauthenticated, every route answers without a key.
+    assert!(!text.contains("API keys required"));
+}
+
+/// The log without its colour codes (`ESC [ ... m`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

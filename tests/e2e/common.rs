@@ -77,6 +77,8 @@ impl Server {
             .args(["--metrics-port", &metrics.to_string()])
             .arg("--data-dir")
             .arg(data_dir)
+            // Unauthenticated unless the test gives keys (tests/e2e/auth.rs).
+            .args((!extra.contains(&"--api-keys")).then_some("--no-auth"))
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -956,6 +956,7 @@ guardrails = [{ rule = "latency_p99", max_ms = 1000 }]
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_inferd"))
         .args([
             "serve",
+            "--no-auth",
             "--host",
             "127.0.0.1",
             "--http-port",

@@ -22,6 +22,7 @@ async fn serve_without_a_repository_serves_the_examples() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inferd"))
         .args([
             "serve",
+            "--no-auth",
             "--host",
             "127.0.0.1",
             "--http-port",

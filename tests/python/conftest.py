@@ -140,6 +140,7 @@ def server(tmp_path_factory):
     cmd = [
         str(binary),
         "serve",
+        "--no-auth",
         "--model-repository",
         str(MODEL_REPOSITORY),
         "--http-port",
