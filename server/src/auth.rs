@@ -71,7 +71,9 @@ pub enum Need {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub name: String,
-    pub scope: Scope,
+    /// `None`: a valid token that grants no scope inferd knows (refused everywhere but
+    /// health, with 403).
+    pub scope: Option<Scope>,
 }
 
 /// One key of the keys file.
@@ -101,7 +103,7 @@ struct Key {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denied {
     /// No credentials, or none that are valid: 401 / UNAUTHENTICATED.
-    Unauthenticated(&'static str),
+    Unauthenticated(String),
     /// Valid credentials without the scope: 403 / PERMISSION_DENIED.
     Forbidden { principal: String, need: Scope },
 }
@@ -109,7 +111,7 @@ pub enum Denied {
 impl Denied {
     pub fn message(&self) -> String {
         match self {
-            Denied::Unauthenticated(why) => why.to_string(),
+            Denied::Unauthenticated(why) => why.clone(),
             Denied::Forbidden { principal, need } => {
                 format!(
                     "'{principal}' lacks the '{}' scope this needs",
@@ -124,6 +126,8 @@ impl Denied {
 pub struct Auth {
     keys: ArcSwap<Vec<Key>>,
     file: Option<PathBuf>,
+    /// Bearer JWTs, when a JWKS is configured.
+    jwt: Option<Jwt>,
     /// The metrics port asks for credentials too (scope `infer`).
     pub metrics: bool,
 }
@@ -134,23 +138,25 @@ impl Auth {
         Auth {
             keys: ArcSwap::from_pointee(Vec::new()),
             file: None,
+            jwt: None,
             metrics: false,
         }
     }
 
-    /// Keys from `file` (`None`: authentication off).
-    pub fn open(file: Option<&Path>, metrics: bool) -> anyhow::Result<Auth> {
-        let Some(file) = file else {
-            return Ok(Auth {
-                metrics: false,
-                ..Auth::disabled()
-            });
-        };
-        let keys = read_keys(file)?;
+    /// Keys from `file` and tokens against `jwt`'s JWKS (neither: authentication off).
+    pub fn open(
+        file: Option<&Path>,
+        jwt: Option<JwtConfig>,
+        metrics: bool,
+    ) -> anyhow::Result<Auth> {
+        let keys = file.map(read_keys).transpose()?.unwrap_or_default();
+        let jwt = jwt.map(Jwt::open).transpose()?;
+        let enabled = file.is_some() || jwt.is_some();
         Ok(Auth {
             keys: ArcSwap::from_pointee(keys),
-            file: Some(file.to_owned()),
-            metrics,
+            file: file.map(Path::to_owned),
+            jwt,
+            metrics: metrics && enabled,
         })
     }
 
@@ -159,17 +165,36 @@ impl Auth {
         Ok(Auth {
             keys: ArcSwap::from_pointee(parse_keys(text)?),
             file: None,
+            jwt: None,
             metrics: false,
         })
     }
 
     pub fn enabled(&self) -> bool {
-        self.file.is_some() || !self.keys.load().is_empty()
+        self.file.is_some() || self.jwt.is_some() || !self.keys.load().is_empty()
     }
 
     /// Re-reads the keys file every second when it changes; a file that no longer parses
     /// keeps the keys in force (and says why in the log).
     pub fn watch(self: &Arc<Self>) {
+        if let Some(jwt) = &self.jwt {
+            let auth = Arc::clone(self);
+            let file = jwt.config.jwks.clone();
+            tokio::spawn(async move {
+                let mut last = modified(&file);
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    let now = modified(&file);
+                    if now != last {
+                        last = now;
+                        if let Some(jwt) = &auth.jwt {
+                            jwt.reload();
+                        }
+                    }
+                }
+            });
+        }
         let Some(file) = self.file.clone() else {
             return;
         };
@@ -200,17 +225,32 @@ impl Auth {
     /// The principal a bearer token names. Every configured digest is compared, in constant
     /// time, whatever matches first.
     pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Principal, Denied> {
+        let unauthenticated = |why: &str| Denied::Unauthenticated(why.to_owned());
         let Some(value) = authorization else {
-            return Err(Denied::Unauthenticated(
-                "missing credentials: send 'Authorization: Bearer <API key>'",
+            return Err(unauthenticated(
+                "missing credentials: send 'Authorization: Bearer <API key or token>'",
             ));
         };
         let token = value
             .strip_prefix(b"Bearer ")
             .or_else(|| value.strip_prefix(b"bearer "))
-            .ok_or(Denied::Unauthenticated(
-                "unsupported authorization scheme: send 'Authorization: Bearer <API key>'",
-            ))?;
+            .ok_or_else(|| {
+                unauthenticated(
+                    "unsupported authorization scheme: send 'Authorization: Bearer <API key or token>'",
+                )
+            })?;
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(Denied::Unauthenticated(format!(
+                "credentials of {} bytes: at most {MAX_TOKEN_BYTES}",
+                token.len()
+            )));
+        }
+        // Three dot-separated parts: a JWT (an API key has no dots).
+        if let Some(jwt) = &self.jwt
+            && token.iter().filter(|&&b| b == b'.').count() == 2
+        {
+            return jwt.verify(token);
+        }
         let digest: [u8; 32] = Sha256::digest(token).into();
         let keys = self.keys.load();
         let mut found: Option<&Key> = None;
@@ -221,7 +261,7 @@ impl Auth {
         }
         found
             .map(|k| k.principal.clone())
-            .ok_or(Denied::Unauthenticated("invalid API key"))
+            .ok_or_else(|| unauthenticated("invalid API key"))
     }
 
     /// The decision for a request needing `need`.
@@ -233,7 +273,7 @@ impl Auth {
             return Ok(());
         };
         let p = self.authenticate(authorization)?;
-        if p.scope >= need {
+        if p.scope >= Some(need) {
             Ok(())
         } else {
             Err(Denied::Forbidden {
@@ -242,6 +282,155 @@ impl Auth {
             })
         }
     }
+}
+
+/// The longest credentials read (a JWT of an OIDC provider is 1–2 KiB): anything longer is
+/// refused before it is decoded.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// How bearer JWTs are verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtConfig {
+    /// A JWKS file (`{"keys": [...]}`, as an OIDC provider's `jwks_uri` serves it), re-read
+    /// when it changes.
+    pub jwks: PathBuf,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud` (one of), when set.
+    pub audience: Option<String>,
+    /// The claim holding the scopes: a space-separated string (OAuth 2's `scope`) or a list;
+    /// a dotted path reaches into objects (`realm_access.roles`, Keycloak's realm roles).
+    pub scope_claim: String,
+    /// Clock skew allowed on `exp` and `nbf`, seconds.
+    pub leeway_secs: u64,
+}
+
+struct Jwt {
+    config: JwtConfig,
+    keys: ArcSwap<jsonwebtoken::jwk::JwkSet>,
+}
+
+impl Jwt {
+    fn open(config: JwtConfig) -> anyhow::Result<Jwt> {
+        let keys = read_jwks(&config.jwks)?;
+        Ok(Jwt {
+            config,
+            keys: ArcSwap::from_pointee(keys),
+        })
+    }
+
+    fn reload(&self) {
+        match read_jwks(&self.config.jwks) {
+            Ok(k) => {
+                tracing::info!(keys = k.keys.len(), "JWKS reloaded");
+                self.keys.store(Arc::new(k));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the JWKS file no longer parses; keeping the keys in force")
+            }
+        }
+    }
+
+    /// Verifies a token: an accepted algorithm (RS256, ES256, EdDSA — never `none` or HS*),
+    /// a key named by `kid` whose type fits that algorithm, the signature, `exp` (required),
+    /// `nbf`, `iss` and `aud` as configured, with the leeway.
+    fn verify(&self, token: &[u8]) -> Result<Principal, Denied> {
+        use jsonwebtoken::Algorithm;
+        use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve};
+        let bad = |why: String| Denied::Unauthenticated(format!("invalid token: {why}"));
+        let token = std::str::from_utf8(token).map_err(|_| bad("not text".into()))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| bad(e.to_string()))?;
+        if !matches!(
+            header.alg,
+            Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA
+        ) {
+            return Err(bad(format!(
+                "algorithm {:?} is not accepted (RS256, ES256, EdDSA)",
+                header.alg
+            )));
+        }
+        let kid = header
+            .kid
+            .as_deref()
+            .ok_or_else(|| bad("it names no key (kid)".into()))?;
+        let keys = self.keys.load();
+        let jwk = keys
+            .find(kid)
+            .ok_or_else(|| bad(format!("unknown key id '{kid}'")))?;
+        // The key decides the algorithm family: an RSA key never verifies an HMAC or EC
+        // signature, whatever the header says.
+        let fits = match (&jwk.algorithm, header.alg) {
+            (AlgorithmParameters::RSA(_), Algorithm::RS256) => true,
+            (AlgorithmParameters::EllipticCurve(p), Algorithm::ES256) => {
+                p.curve == EllipticCurve::P256
+            }
+            (AlgorithmParameters::OctetKeyPair(p), Algorithm::EdDSA) => {
+                p.curve == EllipticCurve::Ed25519
+            }
+            _ => false,
+        };
+        if !fits {
+            return Err(bad(format!("key '{kid}' does not verify {:?}", header.alg)));
+        }
+        let key = jsonwebtoken::DecodingKey::from_jwk(jwk)
+            .map_err(|e| bad(format!("key '{kid}': {e}")))?;
+        let mut v = jsonwebtoken::Validation::new(header.alg);
+        v.leeway = self.config.leeway_secs;
+        v.validate_nbf = true;
+        let mut required = vec!["exp"];
+        match &self.config.issuer {
+            Some(iss) => {
+                v.set_issuer(&[iss]);
+                required.push("iss");
+            }
+            None => v.iss = None,
+        }
+        match &self.config.audience {
+            Some(aud) => {
+                v.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => v.validate_aud = false,
+        }
+        v.set_required_spec_claims(&required);
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
+            .map_err(|e| bad(e.to_string()))?;
+        let claims = data.claims;
+        let mut at = &claims;
+        for part in self.config.scope_claim.split('.') {
+            at = &at[part];
+        }
+        let names: Vec<&str> = match at {
+            serde_json::Value::String(s) => s.split_whitespace().collect(),
+            serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str()).collect(),
+            _ => Vec::new(),
+        };
+        let scope = names
+            .iter()
+            .filter_map(|n| match *n {
+                "infer" => Some(Scope::Infer),
+                "write" => Some(Scope::Write),
+                "admin" => Some(Scope::Admin),
+                _ => None,
+            })
+            .max();
+        let name = claims["sub"]
+            .as_str()
+            .unwrap_or("(token without sub)")
+            .to_owned();
+        Ok(Principal { name, scope })
+    }
+}
+
+fn read_jwks(file: &Path) -> anyhow::Result<jsonwebtoken::jwk::JwkSet> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("reading the JWKS {}: {e}", file.display()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e} (expected a JWKS: {{\"keys\": [{{\"kty\": \"RSA\", \"kid\": ..., \"n\": ..., \"e\": ...}}]}})",
+            file.display()
+        )
+    })
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -279,7 +468,7 @@ fn parse_keys(text: &str) -> anyhow::Result<Vec<Key>> {
                 digest: bytes,
                 principal: Principal {
                     name: k.name,
-                    scope,
+                    scope: Some(scope),
                 },
             })
         })
@@ -559,7 +748,7 @@ mod tests {
         ));
         assert!(matches!(
             a.check(infer, Some(b"Bearer nope")),
-            Err(Denied::Unauthenticated("invalid API key"))
+            Err(Denied::Unauthenticated(m)) if m == "invalid API key"
         ));
         assert!(matches!(
             a.check(infer, Some(b"Basic cjpy")),
@@ -597,7 +786,7 @@ mod tests {
         let p = a
             .authenticate(Some(format!("Bearer {secret}").as_bytes()))
             .unwrap();
-        assert_eq!((p.name.as_str(), p.scope), ("svc", Scope::Write));
+        assert_eq!((p.name.as_str(), p.scope), ("svc", Some(Scope::Write)));
     }
 
     #[test]

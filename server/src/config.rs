@@ -25,6 +25,9 @@
 //! drift_kafka_brokers = "kafka-1:9092" # default: kafka_brokers
 //! api_keys = "/etc/inferd/keys.json" # API keys with their scopes; default: no authentication
 //! auth_metrics = false               # the metrics port asks for a key too
+//! jwks = "/etc/inferd/jwks.json"     # bearer JWTs signed by these keys (RS256, ES256, EdDSA)
+//! jwt_issuer = "https://idp.example/realms/ml" # required iss; jwt_audience: required aud
+//! jwt_scope_claim = "scope"          # or e.g. "realm_access.roles" (Keycloak)
 //! no_auth = false                    # serve without authentication (on 127.0.0.1 by default)
 //! ```
 
@@ -112,6 +115,24 @@ pub struct ServeArgs {
     /// makes an entry. Default: none (no authentication).
     #[arg(long, env = "INFERD_API_KEYS")]
     pub api_keys: Option<PathBuf>,
+    /// A JWKS file (as an OIDC provider serves it at its `jwks_uri`; re-read when it
+    /// changes): bearer JWTs signed by its keys (RS256, ES256, EdDSA) are accepted, their
+    /// scopes read from --jwt-scope-claim. Default: none.
+    #[arg(long, env = "INFERD_JWKS")]
+    pub jwks: Option<PathBuf>,
+    /// Required `iss` of a token (the OIDC issuer URL). Default: not checked.
+    #[arg(long, env = "INFERD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of a token. Default: not checked.
+    #[arg(long, env = "INFERD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// The claim with the scopes (infer, write, admin): a space-separated string or a list;
+    /// dots reach into objects (`realm_access.roles`). Default: scope.
+    #[arg(long, env = "INFERD_JWT_SCOPE_CLAIM")]
+    pub jwt_scope_claim: Option<String>,
+    /// Clock skew allowed on a token's `exp` and `nbf`, seconds. Default: 30.
+    #[arg(long, env = "INFERD_JWT_LEEWAY_SECS")]
+    pub jwt_leeway_secs: Option<u64>,
     /// The metrics port asks for an API key too (any scope). Default: open.
     #[arg(long, env = "INFERD_AUTH_METRICS")]
     pub auth_metrics: bool,
@@ -147,6 +168,11 @@ struct FileConfig {
     drift_kafka_topic: Option<String>,
     drift_kafka_brokers: Option<String>,
     api_keys: Option<PathBuf>,
+    jwks: Option<PathBuf>,
+    jwt_issuer: Option<String>,
+    jwt_audience: Option<String>,
+    jwt_scope_claim: Option<String>,
+    jwt_leeway_secs: Option<u64>,
     auth_metrics: Option<bool>,
     no_auth: Option<bool>,
 }
@@ -180,6 +206,8 @@ pub struct Config {
     pub drift_kafka_brokers: Option<String>,
     /// `None`: no authentication.
     pub api_keys: Option<PathBuf>,
+    /// `None`: no JWT bearer tokens.
+    pub jwt: Option<crate::auth::JwtConfig>,
     pub auth_metrics: bool,
     /// No authentication, on purpose (`--no-auth`).
     pub no_auth: bool,
@@ -218,14 +246,24 @@ impl Config {
             .or(file.kafka_brokers)
             .filter(|b| !b.trim().is_empty());
         let api_keys = args.api_keys.or(file.api_keys);
+        let jwt = args.jwks.or(file.jwks).map(|jwks| crate::auth::JwtConfig {
+            jwks,
+            issuer: args.jwt_issuer.or(file.jwt_issuer),
+            audience: args.jwt_audience.or(file.jwt_audience),
+            scope_claim: args
+                .jwt_scope_claim
+                .or(file.jwt_scope_claim)
+                .unwrap_or_else(|| "scope".into()),
+            leeway_secs: args.jwt_leeway_secs.or(file.jwt_leeway_secs).unwrap_or(30),
+        });
         let no_auth = args.no_auth || file.no_auth.unwrap_or(false);
         anyhow::ensure!(
-            api_keys.is_some() || no_auth,
-            "no authentication configured: give --api-keys FILE (`inferd keys hash NAME admin` makes a key and its entry), or pass --no-auth to serve without it (on 127.0.0.1 unless --host says otherwise)"
+            api_keys.is_some() || jwt.is_some() || no_auth,
+            "no authentication configured: give --api-keys FILE (`inferd keys hash NAME admin` makes a key and its entry) and/or --jwks FILE (an OIDC provider's keys), or pass --no-auth to serve without it (on 127.0.0.1 unless --host says otherwise)"
         );
         anyhow::ensure!(
-            !(api_keys.is_some() && no_auth),
-            "--api-keys and --no-auth contradict each other: drop one"
+            !((api_keys.is_some() || jwt.is_some()) && no_auth),
+            "--api-keys / --jwks and --no-auth contradict each other: drop one"
         );
         // Unauthenticated, the server stays on loopback unless told otherwise.
         let default_host = if no_auth {
@@ -283,6 +321,7 @@ impl Config {
                 .filter(|b| !b.trim().is_empty())
                 .or(kafka_brokers),
             api_keys,
+            jwt,
             auth_metrics: args.auth_metrics || file.auth_metrics.unwrap_or(false),
             no_auth,
         };

@@ -205,10 +205,18 @@ pub async fn serve(
         Arc::new(store)
     };
 
-    let auth = Arc::new(auth::Auth::open(cfg.api_keys.as_deref(), cfg.auth_metrics)?);
+    let auth = Arc::new(auth::Auth::open(
+        cfg.api_keys.as_deref(),
+        cfg.jwt.clone(),
+        cfg.auth_metrics,
+    )?);
     if auth.enabled() {
         auth.watch();
-        tracing::info!(file = %cfg.api_keys.as_deref().map(|p| p.display().to_string()).unwrap_or_default(), "API keys required on every route but health");
+        tracing::info!(
+            keys = %cfg.api_keys.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+            jwks = %cfg.jwt.as_ref().map(|j| j.jwks.display().to_string()).unwrap_or_default(),
+            "credentials required on every route but health"
+        );
     } else {
         tracing::warn!(
             host = %cfg.host,

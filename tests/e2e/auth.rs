@@ -403,7 +403,7 @@ async fn no_keys_needs_no_auth_and_then_binds_to_loopback() {
         "not on loopback: {text}"
     );
     // Unauthenticated, every route answers without a key.
-    assert!(!text.contains("API keys required"));
+    assert!(!text.contains("credentials required"));
 }
 
 /// The log without its colour codes (`ESC [ ... m`).

@@ -78,7 +78,10 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir)
             // Unauthenticated unless the test gives keys (tests/e2e/auth.rs).
-            .args((!extra.contains(&"--api-keys")).then_some("--no-auth"))
+            .args(
+                (!extra.iter().any(|a| *a == "--api-keys" || *a == "--jwks"))
+                    .then_some("--no-auth"),
+            )
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -13,6 +13,7 @@ mod embeddings;
 mod experiments;
 mod features;
 mod grpc;
+mod jwt;
 mod overload;
 mod quickstart;
 mod registry;

@@ -1,0 +1,334 @@
+//! Bearer JWTs against a JWKS file, on both transports, against the real binary: keys made
+//! by `openssl` (RSA, P-256, Ed25519), tokens signed here with `jsonwebtoken`. Every bad
+//! token is a 401 / UNAUTHENTICATED (never a 5xx); a good one's `scope` claim decides.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use server::proto::inference::ServerMetadataRequest;
+use server::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use tonic::Code;
+
+use crate::common::{self, Server};
+
+const ISS: &str = "https://idp.test/realms/ml";
+const AUD: &str = "inferd";
+
+fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Three key pairs made by openssl, their JWKS, and their private keys for signing.
+struct Keys {
+    rsa: EncodingKey,
+    rsa_public_pem: Vec<u8>,
+    ec: EncodingKey,
+    ed: EncodingKey,
+    jwks: Value,
+}
+
+fn keys(dir: &Path) -> Keys {
+    let path = |n: &str| dir.join(n).to_str().unwrap().to_owned();
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        &path("rsa.pem"),
+    ]);
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        &path("ec.pem"),
+    ]);
+    openssl(&["genpkey", "-algorithm", "ed25519", "-out", &path("ed.pem")]);
+    let modulus = String::from_utf8(openssl(&[
+        "rsa",
+        "-in",
+        &path("rsa.pem"),
+        "-noout",
+        "-modulus",
+    ]))
+    .unwrap();
+    let n = hex(modulus.trim().trim_start_matches("Modulus="));
+    let rsa_public_pem = openssl(&["pkey", "-in", &path("rsa.pem"), "-pubout"]);
+    let der = |name: &str| openssl(&["pkey", "-in", &path(name), "-pubout", "-outform", "DER"]);
+    let ec_der = der("ec.pem");
+    let point = &ec_der[ec_der.len() - 65..]; // 04 || X || Y
+    assert_eq!(point[0], 4);
+    let ed_der = der("ed.pem");
+    let ed_x = &ed_der[ed_der.len() - 32..];
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    Keys {
+        rsa: EncodingKey::from_rsa_pem(&read("rsa.pem")).unwrap(),
+        rsa_public_pem,
+        ec: EncodingKey::from_ec_pem(&read("ec.pem")).unwrap(),
+        ed: EncodingKey::from_ed_pem(&read("ed.pem")).unwrap(),
+        jwks: json!({"keys": [
+            {"kty": "RSA", "kid": "rsa-1", "use": "sig", "alg": "RS256", "n": b64url(&n), "e": "AQAB"},
+            {"kty": "EC", "kid": "ec-1", "crv": "P-256", "x": b64url(&point[1..33]), "y": b64url(&point[33..])},
+            {"kty": "OKP", "kid": "ed-1", "crv": "Ed25519", "x": b64url(ed_x)},
+        ]}),
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Claims as a Keycloak-style provider issues them, with `scope` and overrides.
+fn claims(scope: &str, patch: Value) -> Value {
+    let mut c = json!({
+        "iss": ISS, "aud": AUD, "sub": "svc-ranking", "iat": now(), "nbf": now() - 5,
+        "exp": now() + 300, "scope": scope, "azp": "ranking", "typ": "Bearer",
+    });
+    for (k, v) in patch.as_object().unwrap() {
+        if v.is_null() {
+            c.as_object_mut().unwrap().remove(k);
+        } else {
+            c[k] = v.clone();
+        }
+    }
+    c
+}
+
+fn sign(alg: Algorithm, kid: &str, key: &EncodingKey, claims: &Value) -> String {
+    let mut h = Header::new(alg);
+    h.kid = Some(kid.into());
+    jsonwebtoken::encode(&h, claims, key).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_verified_on_both_transports() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = keys(dir.path());
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, k.jwks.to_string()).unwrap();
+    let repo = common::repo(&[("mlp", None)]);
+    let srv = Server::start(
+        repo.path(),
+        &[
+            "--jwks",
+            jwks.to_str().unwrap(),
+            "--jwt-issuer",
+            ISS,
+            "--jwt-audience",
+            AUD,
+        ],
+    )
+    .await;
+
+    let good = sign(
+        Algorithm::RS256,
+        "rsa-1",
+        &k.rsa,
+        &claims("openid infer", json!({})),
+    );
+    let admin_ec = sign(Algorithm::ES256, "ec-1", &k.ec, &claims("admin", json!({})));
+    let admin_ed = sign(Algorithm::EdDSA, "ed-1", &k.ed, &claims("admin", json!({})));
+    let parts: Vec<&str> = good.split('.').collect();
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64url(claims("admin", json!({})).to_string().as_bytes()),
+        parts[2]
+    );
+    let none = format!(
+        "{}.{}.",
+        b64url(br#"{"alg":"none","typ":"JWT","kid":"rsa-1"}"#),
+        b64url(claims("admin", json!({})).to_string().as_bytes())
+    );
+    // HS256 with the RSA public key as the HMAC secret (the RS/HS confusion).
+    let confused = sign(
+        Algorithm::HS256,
+        "rsa-1",
+        &EncodingKey::from_secret(&k.rsa_public_pem),
+        &claims("admin", json!({})),
+    );
+    let bad: Vec<(&str, String)> = vec![
+        (
+            "expired",
+            sign(
+                Algorithm::RS256,
+                "rsa-1",
+                &k.rsa,
+                &claims("admin", json!({"exp": now() - 120})),
+            ),
+        ),
+        (
+            "not yet valid",
+            sign(
+                Algorithm::RS256,
+                "rsa-1",
+                &k.rsa,
+                &claims("admin", json!({"nbf": now() + 600})),
+            ),
+        ),
+        (
+            "no exp",
+            sign(
+                Algorithm::RS256,
+                "rsa-1",
+                &k.rsa,
+                &claims("admin", json!({"exp": null})),
+            ),
+        ),
+        (
+            "wrong audience",
+            sign(
+                Algorithm::RS256,
+                "rsa-1",
+                &k.rsa,
+                &claims("admin", json!({"aud": "other"})),
+            ),
+        ),
+        (
+            "wrong issuer",
+            sign(
+                Algorithm::RS256,
+                "rsa-1",
+                &k.rsa,
+                &claims("admin", json!({"iss": "https://evil.test"})),
+            ),
+        ),
+        (
+            "unknown kid",
+            sign(
+                Algorithm::RS256,
+                "rsa-9",
+                &k.rsa,
+                &claims("admin", json!({})),
+            ),
+        ),
+        (
+            "key of another type",
+            sign(
+                Algorithm::RS256,
+                "ec-1",
+                &k.rsa,
+                &claims("admin", json!({})),
+            ),
+        ),
+        ("tampered", tampered),
+        ("alg none", none),
+        ("HS256 with the RSA public key", confused),
+        ("64 KiB", "a.".repeat(32 * 1024) + "b"),
+    ];
+
+    let c = reqwest::Client::new();
+    let get = |url: String, token: Option<String>| {
+        let c = c.clone();
+        async move {
+            let mut r = c.get(url);
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let del = |token: &str| {
+        let (c, url, t) = (
+            c.clone(),
+            srv.url("/api/models/mlp/aliases/staging"),
+            token.to_owned(),
+        );
+        async move {
+            c.delete(url)
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let meta = srv.url("/v2/models/mlp");
+    assert_eq!(get(meta.clone(), None).await.0, 401);
+    let mut failures = Vec::new();
+    for (what, token) in &bad {
+        let (code, body) = get(meta.clone(), Some(token.clone())).await;
+        if code != 401 {
+            failures.push(format!("REST, {what}: {code} {body}"));
+        }
+    }
+    // Good tokens: the scope claim decides (an infer token may read, not manage).
+    assert_eq!(get(meta.clone(), Some(good.clone())).await.0, 200);
+    assert_eq!(del(&good).await, 403);
+    assert_eq!(del(&admin_ec).await, 404, "admin reaches the handler");
+    assert_eq!(del(&admin_ed).await, 404);
+    // A valid token that grants no scope inferd knows: 403 everywhere but health.
+    let no_scope = sign(
+        Algorithm::RS256,
+        "rsa-1",
+        &k.rsa,
+        &claims("openid profile", json!({})),
+    );
+    assert_eq!(get(meta.clone(), Some(no_scope)).await.0, 403);
+
+    // gRPC: the same decisions through the metadata.
+    let mut grpc = GrpcInferenceServiceClient::connect(srv.grpc_url())
+        .await
+        .unwrap();
+    let call = |token: &str| {
+        let mut r = tonic::Request::new(ServerMetadataRequest {});
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        r
+    };
+    for (what, token) in &bad {
+        match grpc.server_metadata(call(token)).await {
+            Err(e) if e.code() == Code::Unauthenticated => {}
+            // Past HTTP/2's header-list limit (16 KiB) the transport refuses the request
+            // before inferd sees it: ENHANCE_YOUR_CALM, which the client reports as this.
+            Err(e) if *what == "64 KiB" && e.code() == Code::ResourceExhausted => {}
+            other => failures.push(format!("gRPC, {what}: {other:?}")),
+        }
+    }
+    grpc.server_metadata(call(&good)).await.unwrap();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(srv.log().contains("credentials required"), "{}", srv.log());
+}
