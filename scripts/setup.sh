@@ -35,6 +35,8 @@ ldconfig -p 2>/dev/null | grep 'libb64.so.0d' >/dev/null || apt_missing+=(libb64
 command -v wrk >/dev/null || apt_missing+=(wrk)
 # The feature store's tests run a real redis-server.
 command -v redis-server >/dev/null || apt_missing+=(redis-server)
+# The JWT tests make their keys with openssl (tests/e2e/jwt.rs).
+command -v openssl >/dev/null || apt_missing+=(openssl)
 if ((${#apt_missing[@]})); then
   if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
     echo "setup: installing ${apt_missing[*]} (perf_analyzer, load benchmark, feature-store tests)" >&2
