@@ -4,6 +4,7 @@
 Serves the digits-sized MLP (tests/fixtures/models/mlp: FP32 [-1,64] -> [-1,10]) with
   - inferd, dynamic batching on (the default),
   - inferd, batching off (a copy of the model with config.toml `max_batch_size = 0`),
+  - inferd with an API key required on every request (--api-keys; --skip-auth leaves it out),
   - inferd with a drift monitor sampling every request, and one sampling 10% of them (reference
     captured from the first 1,000 sampled rows, 1,000-row windows; --skip-drift leaves them out);
   - inferd with an A/B experiment of two arms running on the model (versions 1 and 2, the same
@@ -24,6 +25,7 @@ error or signal; every load run is bounded in time.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import csv
 import datetime as dt
 import io
@@ -64,10 +66,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http(method: str, url: str, body: bytes | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+# The API key of the inferd row that runs with authentication on (see --skip-auth).
+BENCH_KEY = "inferd_bench_key_0123456789abcdef"
+
+
+def http(method: str, url: str, body: bytes | None = None, timeout: float = 5.0,
+         key: str | None = None) -> tuple[int, bytes]:
     req = urllib.request.Request(url, data=body, method=method)
     if body is not None:
         req.add_header("Content-Type", "application/json")
+    if key is not None:
+        req.add_header("Authorization", f"Bearer {key}")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, r.read()
@@ -165,6 +174,8 @@ class Server:
     start_timeout_s: float = 90.0
     # (method, url, JSON body) calls made once the server is ready, each must answer 2xx.
     setup_calls: list[tuple[str, str, bytes]] = field(default_factory=list)
+    # The API key every request sends (the authenticated row), or None.
+    api_key: str | None = None
     proc: subprocess.Popen | None = None
 
     def start(self, body: bytes) -> None:
@@ -188,13 +199,13 @@ class Server:
                 )
             try:
                 if self.ready_url is not None:
-                    code, _ = http("GET", self.ready_url, timeout=1.0)
+                    code, _ = http("GET", self.ready_url, timeout=1.0, key=self.api_key)
                 else:
-                    code, _ = http("POST", self.infer_url, body, timeout=1.0)
+                    code, _ = http("POST", self.infer_url, body, timeout=1.0, key=self.api_key)
                 if code == 200:
                     log(f"{self.label} ready (pid {self.proc.pid})")
                     for method, url, payload in self.setup_calls:
-                        c, out = http(method, url, payload)
+                        c, out = http(method, url, payload, key=self.api_key)
                         if not 200 <= c < 300:
                             raise BenchError(f"{self.label}: {method} {url} answered {c}: {out[:500]!r}")
                     return
@@ -246,7 +257,8 @@ class Row:
     cpu: tuple[float, float, float] | None = None  # cores: server, load generator, other
 
 
-def run_wrk(url: str, conc: int, seconds: float, body_path: Path, out_log: Path, server_pid: int | None = None) -> Row:
+def run_wrk(url: str, conc: int, seconds: float, body_path: Path, out_log: Path, server_pid: int | None = None,
+            key: str | None = None) -> Row:
     threads = max(1, min(conc, int(os.environ.get("BENCH_WRK_THREADS", "2"))))
     seconds = max(1, round(seconds))  # wrk takes whole seconds
     argv = [
@@ -257,7 +269,7 @@ def run_wrk(url: str, conc: int, seconds: float, body_path: Path, out_log: Path,
     try:
         r = subprocess.run(
             argv, capture_output=True, text=True, timeout=seconds + 30,
-            env={**os.environ, "BENCH_BODY": str(body_path)},
+            env={**os.environ, "BENCH_BODY": str(body_path), **({"BENCH_AUTH": f"Bearer {key}"} if key else {})},
         )
     except subprocess.TimeoutExpired as e:
         raise BenchError(f"wrk did not finish in {seconds + 30:.0f} s: {' '.join(argv)}") from e
@@ -435,6 +447,7 @@ def main() -> int:
     ap.add_argument("--skip-perf-analyzer", action="store_true", help="leave out the perf_analyzer rows")
     ap.add_argument("--skip-experiment", action="store_true", help="leave out the inferd-with-an-experiment rows")
     ap.add_argument("--skip-drift", action="store_true", help="leave out the inferd-with-a-drift-monitor row")
+    ap.add_argument("--skip-auth", action="store_true", help="leave out the inferd-with-an-API-key row")
     ap.add_argument("--out-dir", type=Path, default=None, help="where the report and logs go (default $INFERD_CACHE/bench/load-<timestamp>)")
     args = ap.parse_args()
     concs = [int(c) for c in args.concurrency.split(",")]
@@ -489,11 +502,11 @@ def main() -> int:
             shutil.copy2(MODEL_ONNX, d / "model.onnx")
         (work / "repo-experiment" / MODEL / "config.toml").write_text("[version_policy]\nall = true\n")
 
-        def inferd_server(key: str, label: str, repo: str) -> Server:
+        def inferd_server(key: str, label: str, repo: str, auth: list[str] = ["--no-auth"]) -> Server:
             hp, gp, mp = free_port(), free_port(), free_port()
             return Server(
                 key=key, label=label,
-                argv=[inferd, "serve", "--no-auth", "--host", "127.0.0.1", "--model-repository", str(work / repo),
+                argv=[inferd, "serve", *auth, "--host", "127.0.0.1", "--model-repository", str(work / repo),
                       "--http-port", str(hp), "--grpc-port", str(gp), "--metrics-port", str(mp),
                       "--data-dir", str(work / f"data-{key}")],
                 cwd=work, log_path=out_dir / f"{key}.log",
@@ -503,6 +516,16 @@ def main() -> int:
             )
 
         servers.append(inferd_server("inferd", "inferd (batching on)", "repo-batching"))
+        if not args.skip_auth:
+            # The same server with an API key required (SHA-256 compared in constant time,
+            # the route's scope checked) on every request.
+            keys = work / "keys.json"
+            keys.write_text(json.dumps({"keys": [{
+                "name": "bench", "sha256": hashlib.sha256(BENCH_KEY.encode()).hexdigest(), "scopes": ["admin"],
+            }]}))
+            au = inferd_server("inferd-auth", "inferd (API key)", "repo-batching", ["--api-keys", str(keys)])
+            au.api_key = BENCH_KEY
+            servers.append(au)
         if not args.skip_experiment:
             exp = inferd_server("inferd-experiment", "inferd (experiment, 2 arms)", "repo-experiment")
             base = exp.infer_url.split("/v2/")[0]
@@ -596,7 +619,7 @@ def main() -> int:
             wait_quiet(quiet_wait)
             srv.start(body)
             try:
-                code, resp = http("POST", srv.infer_url, body)
+                code, resp = http("POST", srv.infer_url, body, key=srv.api_key)
                 if code != 200:
                     raise BenchError(f"{srv.label}: the benchmark request got {code}: {resp[:500]!r}")
                 if srv.key != "bare":
@@ -607,9 +630,9 @@ def main() -> int:
                 for c in concs:
                     def one_wrk(c=c, srv=srv):
                         if args.warmup > 0:
-                            run_wrk(srv.infer_url, c, args.warmup, body_path, wrk_log)
+                            run_wrk(srv.infer_url, c, args.warmup, body_path, wrk_log, key=srv.api_key)
                         before = batch_hist(srv.metrics_url) if srv.metrics_url and c == top else None
-                        r = run_wrk(srv.infer_url, c, args.duration, body_path, wrk_log, srv.proc.pid)
+                        r = run_wrk(srv.infer_url, c, args.duration, body_path, wrk_log, srv.proc.pid, key=srv.api_key)
                         delta = hist_delta(before, batch_hist(srv.metrics_url)) if before is not None else ""
                         return r, delta
 
@@ -674,6 +697,7 @@ def render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, start
     EXP1 = "inferd (experiment, 2 arms, 1 version)"
     DRIFT = "inferd (drift monitor, every request)"
     DRIFT10 = "inferd (drift monitor, 10% of requests)"
+    AUTH = "inferd (API key)"
     out = io.StringIO()
     p = lambda s="": print(s, file=out)  # noqa: E731
     p(f"### Load benchmark, {started:%Y-%m-%d %H:%M} UTC")
@@ -695,13 +719,13 @@ def render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, start
     p()
     p("Ratios of request rates (wrk, REST JSON):")
     p()
-    p("| conns | inferd / bare axum | inferd / MLServer | batching on / off | inferd off / bare axum | experiment (2 versions) / none | experiment (1 version) / none | drift, every request / none | drift, 10% / none |")
-    p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    p("| conns | inferd / bare axum | inferd / MLServer | batching on / off | inferd off / bare axum | experiment (2 versions) / none | experiment (1 version) / none | drift, every request / none | drift, 10% / none | API key / none |")
+    p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in concs:
-        on, off, bare, mls, exp, exp1, dr, dr10 = (find(s, W, c) for s in (ON, OFF, BARE, MLS, EXP, EXP1, DRIFT, DRIFT10))
+        on, off, bare, mls, exp, exp1, dr, dr10, au = (find(s, W, c) for s in (ON, OFF, BARE, MLS, EXP, EXP1, DRIFT, DRIFT10, AUTH))
         p(f"| {c} | {fmt(ratio(on, bare), '.2f')} | {fmt(ratio(on, mls), '.1f', '×')} | {fmt(ratio(on, off), '.2f')} | "
           f"{fmt(ratio(off, bare), '.2f')} | {fmt(ratio(exp, on), '.2f')} | {fmt(ratio(exp1, on), '.2f')} | {fmt(ratio(dr, on), '.2f')} | "
-          f"{fmt(ratio(dr10, on), '.2f')} |")
+          f"{fmt(ratio(dr10, on), '.2f')} | {fmt(ratio(au, on), '.2f')} |")
     p()
     on, bare, mls = find(ON, W, top), find(BARE, W, top), find(MLS, W, top)
     r_bare, r_mls = ratio(on, bare), ratio(on, mls)
@@ -714,6 +738,8 @@ def render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, start
     for label, key in (("two arms on one version (the router's own cost)", EXP1), ("two arms on two versions (the batches split too)", EXP)):
         r_exp = ratio(find(key, W, top), on)
         p(f"- with an experiment of {label}, ≥ 95% of the rate without: {fmt(r_exp and 100 * r_exp, '.0f')}% → {verdict(None if r_exp is None else r_exp >= 0.95)}")
+    r_au = ratio(find(AUTH, W, top), on)
+    p(f"- with an API key on every request, ≥ 95% of the rate without: {fmt(r_au and 100 * r_au, '.0f')}% → {verdict(None if r_au is None else r_au >= 0.95)}")
     for label, key in (("every request", DRIFT), ("10% of requests", DRIFT10)):
         r_dr = ratio(find(key, W, top), on)
         p(f"- with a drift monitor sampling {label}, ≥ 97% of the rate without: {fmt(r_dr and 100 * r_dr, '.0f')}% → {verdict(None if r_dr is None else r_dr >= 0.97)}")

@@ -7,6 +7,11 @@ f:close()
 wrk.method = "POST"
 wrk.body = body
 wrk.headers["Content-Type"] = "application/json"
+-- The authenticated row's credentials (BENCH_AUTH: "Bearer <key>"), when set.
+local auth = os.getenv("BENCH_AUTH")
+if auth then
+  wrk.headers["Authorization"] = auth
+end
 
 done = function(summary, latency, requests)
   local e = summary.errors

@@ -3,7 +3,8 @@
 # on the digits-sized MLP fixture. One command, from anywhere:
 #
 #   benches/load/run.sh [--duration S] [--warmup S] [--concurrency 1,8,32] [--skip-mlserver]
-#                       [--skip-perf-analyzer] [--skip-experiment] [--out-dir DIR]
+#                       [--skip-perf-analyzer] [--skip-experiment] [--skip-drift] [--skip-auth]
+#                       [--out-dir DIR]
 #
 # Installs what it needs (scripts/setup.sh: inferd's venv with perf_analyzer, wrk; MLServer in
 # its own venv, ~/.cache/inferd/mlserver-venv), builds the release binaries (skip with
