@@ -130,6 +130,56 @@ pub struct Auth {
     jwt: Option<Jwt>,
     /// The metrics port asks for credentials too (scope `infer`).
     pub metrics: bool,
+    /// Where changes and refusals are recorded.
+    pub audit: Audit,
+}
+
+/// The audit log: every refused request, and every request that may change something
+/// (needing `write` or `admin`), with who, what, the outcome and when — one JSON object per
+/// line in `--audit-log`, and the same on the `audit` tracing target. Credentials are never
+/// in it (only the principal's name).
+#[derive(Default)]
+pub struct Audit {
+    file: Option<std::sync::Mutex<std::fs::File>>,
+}
+
+impl Audit {
+    pub fn open(path: Option<&Path>) -> anyhow::Result<Audit> {
+        let file = path
+            .map(|p| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| anyhow::anyhow!("opening the audit log {}: {e}", p.display()))
+            })
+            .transpose()?;
+        Ok(Audit {
+            file: file.map(std::sync::Mutex::new),
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Records one event (`time` is added): `transport`, `principal`, `method`, `route`,
+    /// `target` (the path or gRPC method), `result` (the status, or `refused: ...`).
+    pub fn record(&self, mut event: serde_json::Value) {
+        let ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        event["time_ms"] = ms.into();
+        let line = event.to_string();
+        tracing::info!(target: "audit", "{line}");
+        if let Some(f) = &self.file {
+            use std::io::Write;
+            let mut f = f.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Err(e) = writeln!(f, "{line}") {
+                tracing::error!(error = %e, "writing the audit log");
+            }
+        }
+    }
 }
 
 impl Auth {
@@ -140,6 +190,7 @@ impl Auth {
             file: None,
             jwt: None,
             metrics: false,
+            audit: Audit::default(),
         }
     }
 
@@ -157,6 +208,7 @@ impl Auth {
             file: file.map(Path::to_owned),
             jwt,
             metrics: metrics && enabled,
+            audit: Audit::default(),
         })
     }
 
@@ -167,6 +219,7 @@ impl Auth {
             file: None,
             jwt: None,
             metrics: false,
+            audit: Audit::default(),
         })
     }
 
@@ -265,16 +318,22 @@ impl Auth {
     }
 
     /// The decision for a request needing `need`.
-    pub fn check(&self, need: Need, authorization: Option<&[u8]>) -> Result<(), Denied> {
+    /// The decision for a request needing `need`: who it is (`None` when nothing is asked:
+    /// authentication off, or an open route), or why not.
+    pub fn check(
+        &self,
+        need: Need,
+        authorization: Option<&[u8]>,
+    ) -> Result<Option<Principal>, Denied> {
         if !self.enabled() || need == Need::Open {
-            return Ok(());
+            return Ok(None);
         }
         let Need::Scope(need) = need else {
-            return Ok(());
+            return Ok(None);
         };
         let p = self.authenticate(authorization)?;
         if p.scope >= Some(need) {
-            Ok(())
+            Ok(Some(p))
         } else {
             Err(Denied::Forbidden {
                 principal: p.name,
@@ -564,7 +623,7 @@ fn authorization(headers: &HeaderMap) -> Option<&[u8]> {
 /// and before the handler extracts anything (so a refused upload has read its headers only).
 /// Requests that match no route go to [`fallback`], which authenticates too.
 pub async fn http_layer(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
-    if !auth.enabled() {
+    if !auth.enabled() && !auth.audit.enabled() {
         return next.run(req).await;
     }
     let route = req
@@ -576,17 +635,38 @@ pub async fn http_layer(State(auth): State<Arc<Auth>>, req: Request, next: Next)
         Some(r) => http_need(req.method(), Some(r)),
         None => Need::Scope(Scope::Admin),
     };
+    let (method, target) = (req.method().to_string(), req.uri().path().to_owned());
+    let event = |principal: Option<&str>, result: String| {
+        serde_json::json!({"transport": "http", "principal": principal, "method": method,
+                           "route": route, "target": target, "result": result})
+    };
     match auth.check(need, authorization(req.headers())) {
-        Ok(()) => next.run(req).await,
+        Ok(p) => {
+            let changes = matches!(need, Need::Scope(Scope::Write | Scope::Admin));
+            let response = next.run(req).await;
+            if changes {
+                let who = p
+                    .as_ref()
+                    .map_or("anonymous (--no-auth)", |p| p.name.as_str());
+                auth.audit
+                    .record(event(Some(who), response.status().as_u16().to_string()));
+            }
+            response
+        }
         Err(d) => {
-            tracing::info!(
-                method = %req.method(),
-                route = route.as_deref().unwrap_or("(none)"),
-                denied = %d.message(),
-                "request refused"
-            );
+            auth.audit.record(event(
+                denied_principal(&d),
+                format!("refused: {}", d.message()),
+            ));
             http_refusal(&d)
         }
+    }
+}
+
+fn denied_principal(d: &Denied) -> Option<&str> {
+    match d {
+        Denied::Unauthenticated(_) => None,
+        Denied::Forbidden { principal, .. } => Some(principal),
     }
 }
 
@@ -601,6 +681,11 @@ pub async fn fallback(
     if auth.enabled()
         && let Err(d) = auth.check(http_need(&method, None), authorization(&headers))
     {
+        auth.audit.record(
+            serde_json::json!({"transport": "http", "principal": denied_principal(&d),
+            "method": method.as_str(), "route": null, "target": uri.path(),
+            "result": format!("refused: {}", d.message())}),
+        );
         return http_refusal(&d);
     }
     crate::error::ApiError::NotFound(format!("no route for {method} {}", uri.path()))
@@ -613,7 +698,7 @@ pub async fn metrics_layer(State(auth): State<Arc<Auth>>, req: Request, next: Ne
         return next.run(req).await;
     }
     match auth.check(Need::Scope(Scope::Infer), authorization(req.headers())) {
-        Ok(()) => next.run(req).await,
+        Ok(_) => next.run(req).await,
         Err(d) => http_refusal(&d),
     }
 }
@@ -693,10 +778,26 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let need = grpc_need(req.uri().path());
+        let event = |principal: Option<&str>, result: String| {
+            serde_json::json!({"transport": "grpc", "principal": principal, "method": "POST",
+                               "route": req.uri().path(), "target": req.uri().path(), "result": result})
+        };
         match self.auth.check(need, authorization(req.headers())) {
-            Ok(()) => futures::future::Either::Left(self.inner.call(req)),
+            Ok(p) => {
+                if matches!(need, Need::Scope(Scope::Write | Scope::Admin)) {
+                    // Recorded as it is let through (the gRPC status comes in a trailer).
+                    let who = p
+                        .as_ref()
+                        .map_or("anonymous (--no-auth)", |p| p.name.as_str());
+                    self.auth.audit.record(event(Some(who), "allowed".into()));
+                }
+                futures::future::Either::Left(self.inner.call(req))
+            }
             Err(d) => {
-                tracing::info!(method = %req.uri().path(), denied = %d.message(), "gRPC call refused");
+                self.auth.audit.record(event(
+                    denied_principal(&d),
+                    format!("refused: {}", d.message()),
+                ));
                 let status = match &d {
                     Denied::Unauthenticated(_) => tonic::Status::unauthenticated(d.message()),
                     Denied::Forbidden { .. } => tonic::Status::permission_denied(d.message()),
@@ -733,8 +834,14 @@ mod tests {
         let a = keys();
         let admin = Need::Scope(Scope::Admin);
         let infer = Need::Scope(Scope::Infer);
-        assert_eq!(a.check(infer, Some(b"Bearer r-secret")), Ok(()));
-        assert_eq!(a.check(infer, Some(b"Bearer a-secret")), Ok(()));
+        assert!(matches!(
+            a.check(infer, Some(b"Bearer r-secret")),
+            Ok(Some(_))
+        ));
+        assert!(matches!(
+            a.check(infer, Some(b"Bearer a-secret")),
+            Ok(Some(_))
+        ));
         assert!(matches!(
             a.check(admin, Some(b"Bearer w-secret")),
             Err(Denied::Forbidden {
@@ -754,8 +861,8 @@ mod tests {
             a.check(infer, Some(b"Basic cjpy")),
             Err(Denied::Unauthenticated(_))
         ));
-        assert_eq!(a.check(Need::Open, None), Ok(()));
-        assert_eq!(Auth::disabled().check(admin, None), Ok(()));
+        assert_eq!(a.check(Need::Open, None), Ok(None));
+        assert_eq!(Auth::disabled().check(admin, None), Ok(None));
     }
 
     #[test]

@@ -28,6 +28,7 @@
 //! jwks = "/etc/inferd/jwks.json"     # bearer JWTs signed by these keys (RS256, ES256, EdDSA)
 //! jwt_issuer = "https://idp.example/realms/ml" # required iss; jwt_audience: required aud
 //! jwt_scope_claim = "scope"          # or e.g. "realm_access.roles" (Keycloak)
+//! audit_log = "/var/log/inferd/audit.jsonl" # refusals and changes, one JSON object a line
 //! no_auth = false                    # serve without authentication (on 127.0.0.1 by default)
 //! ```
 
@@ -136,6 +137,10 @@ pub struct ServeArgs {
     /// The metrics port asks for an API key too (any scope). Default: open.
     #[arg(long, env = "INFERD_AUTH_METRICS")]
     pub auth_metrics: bool,
+    /// Append the audit log (every refused request and every change, with its principal)
+    /// to this file, one JSON object per line. Default: the `audit` log target only.
+    #[arg(long, env = "INFERD_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
     /// Serve without authentication: anyone who reaches the ports may do anything. Needed
     /// when no --api-keys is given; the server then listens on 127.0.0.1 unless --host says
     /// otherwise.
@@ -174,6 +179,7 @@ struct FileConfig {
     jwt_scope_claim: Option<String>,
     jwt_leeway_secs: Option<u64>,
     auth_metrics: Option<bool>,
+    audit_log: Option<PathBuf>,
     no_auth: Option<bool>,
 }
 
@@ -209,6 +215,7 @@ pub struct Config {
     /// `None`: no JWT bearer tokens.
     pub jwt: Option<crate::auth::JwtConfig>,
     pub auth_metrics: bool,
+    pub audit_log: Option<PathBuf>,
     /// No authentication, on purpose (`--no-auth`).
     pub no_auth: bool,
 }
@@ -322,6 +329,7 @@ impl Config {
                 .or(kafka_brokers),
             api_keys,
             jwt,
+            audit_log: args.audit_log.or(file.audit_log),
             auth_metrics: args.auth_metrics || file.auth_metrics.unwrap_or(false),
             no_auth,
         };

@@ -205,11 +205,9 @@ pub async fn serve(
         Arc::new(store)
     };
 
-    let auth = Arc::new(auth::Auth::open(
-        cfg.api_keys.as_deref(),
-        cfg.jwt.clone(),
-        cfg.auth_metrics,
-    )?);
+    let mut auth = auth::Auth::open(cfg.api_keys.as_deref(), cfg.jwt.clone(), cfg.auth_metrics)?;
+    auth.audit = auth::Audit::open(cfg.audit_log.as_deref())?;
+    let auth = Arc::new(auth);
     if auth.enabled() {
         auth.watch();
         tracing::info!(

@@ -37,6 +37,10 @@ fn write_keys(path: &Path, keys: &[Value]) {
 
 /// A server with three keys (infer, write, admin), and its repository (kept as long as it).
 async fn server(keys: &Path, data: &Path) -> (Server, tempfile::TempDir) {
+    server_with(keys, data, &[]).await
+}
+
+async fn server_with(keys: &Path, data: &Path, extra: &[&str]) -> (Server, tempfile::TempDir) {
     write_keys(
         keys,
         &[
@@ -47,8 +51,9 @@ async fn server(keys: &Path, data: &Path) -> (Server, tempfile::TempDir) {
     );
     let repo = common::repo(&[("mlp", None)]);
     std::fs::create_dir_all(data).unwrap();
-    let srv =
-        Server::start_with_data(repo.path(), data, &["--api-keys", keys.to_str().unwrap()]).await;
+    let mut args = vec!["--api-keys", keys.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let srv = Server::start_with_data(repo.path(), data, &args).await;
     (srv, repo)
 }
 
@@ -71,7 +76,13 @@ async fn status(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_routes_need_a_key_with_their_scope() {
     let dir = tempfile::tempdir().unwrap();
-    let (srv, _repo) = server(&dir.path().join("keys.json"), &dir.path().join("data")).await;
+    let audit = dir.path().join("audit.jsonl");
+    let (srv, _repo) = server_with(
+        &dir.path().join("keys.json"),
+        &dir.path().join("data"),
+        &["--audit-log", audit.to_str().unwrap()],
+    )
+    .await;
     let c = reqwest::Client::new();
     use reqwest::Method as M;
     let cases: &[(M, &str, Option<&str>, u16)] = &[
@@ -160,6 +171,46 @@ async fn rest_routes_need_a_key_with_their_scope() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+    // The audit log: refusals and changes, with the principal, never a secret.
+    let lines: Vec<Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let has = |principal: Value, method: &str, target: &str, result: &str| {
+        lines.iter().any(|e| {
+            e["principal"] == principal
+                && e["method"] == method
+                && e["target"] == target
+                && e["result"].as_str().is_some_and(|r| r.starts_with(result))
+                && e["time_ms"].as_u64().is_some()
+        })
+    };
+    assert!(
+        has(json!("reader"), "DELETE", "/api/models/mlp", "refused"),
+        "{lines:?}"
+    );
+    assert!(
+        has(Value::Null, "GET", "/v2/models/mlp", "refused"),
+        "{lines:?}"
+    );
+    assert!(
+        has(
+            json!("ops"),
+            "DELETE",
+            "/api/models/mlp/aliases/staging",
+            "404"
+        ),
+        "{lines:?}"
+    );
+    assert!(
+        has(json!("pusher"), "POST", "/api/feedback", "200"),
+        "{lines:?}"
+    );
+    let text = std::fs::read_to_string(&audit).unwrap();
+    for secret in [READER, PUSHER, OPS, "not-a-key"] {
+        assert!(!text.contains(secret), "a secret in the audit log");
+    }
     // The message of a 403 names the missing scope, not what exists.
     let (_, _, body) = status(&c, M::DELETE, srv.url("/api/models/nope"), Some(READER)).await;
     assert!(body.contains("lacks the 'admin' scope"), "{body}");
