@@ -474,3 +474,91 @@ fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+/// Names that try to leave their directory, on every route that takes one and writes: each a
+/// 4xx (never 2xx or 5xx), nothing written outside the data directory and the repository,
+/// and the server keeps serving (the class of MLflow's artifact-path traversals).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traversal_names_are_refused_on_every_writing_route() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let repo = common::repo(&[("mlp", None)]);
+    let srv = Server::start_with_data(repo.path(), &data, &[]).await;
+    let before = walk(root.path());
+    let names = [
+        "..",
+        "..%2F..%2Fescaped",
+        "%2e%2e",
+        "%2e%2e%2fescaped",
+        "a%2F..%2F..%2Fescaped",
+        ".hidden",
+        "a%00b",
+        "%5c..%5cescaped",
+        &"x".repeat(200),
+    ];
+    let c = reqwest::Client::new();
+    use reqwest::Method as M;
+    let routes: &[(M, &str, &str)] = &[
+        (M::PUT, "/api/drift/{}", r#"{"window": {"rows": 10}}"#),
+        (
+            M::PUT,
+            "/api/drift/mlp/reference/../../{}",
+            r#"{"columns": {"x": [1]}}"#,
+        ),
+        (
+            M::PUT,
+            "/api/experiments/{}",
+            r#"{"model": "mlp", "arms": [{"version": 1, "weight": 1}]}"#,
+        ),
+        (M::POST, "/api/models/{}/versions", "not a model"),
+        (M::PUT, "/api/models/mlp/aliases/{}", r#"{"version": 1}"#),
+        (
+            M::PUT,
+            "/api/collections/{}",
+            r#"{"dim": 4, "metric": "cosine"}"#,
+        ),
+        (
+            M::PUT,
+            "/api/feature-views/{}",
+            r#"{"entities": ["id"], "features": {"f": "float32"}}"#,
+        ),
+        (M::POST, "/v2/repository/models/{}/load", "{}"),
+    ];
+    let mut failures = Vec::new();
+    for (method, template, body) in routes {
+        for name in &names {
+            let path = template.replace("{}", name);
+            let r = c
+                .request(method.clone(), srv.url(&path))
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            let code = r.status().as_u16();
+            if !(400..500).contains(&code) {
+                failures.push(format!(
+                    "{method} {path}: {code} {}",
+                    r.text().await.unwrap()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Nothing new outside the data directory, nothing named "escaped" anywhere.
+    let after = walk(root.path());
+    let outside: Vec<&String> = after
+        .iter()
+        .filter(|p| !before.contains(p) && !p.starts_with(data.to_str().unwrap()))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "written outside the data dir: {outside:?}"
+    );
+    for p in walk(&data).iter().chain(walk(repo.path()).iter()) {
+        assert!(!p.contains("escaped") && !p.contains(".hidden"), "{p}");
+    }
+    let r = reqwest::get(srv.url("/v2/health/ready")).await.unwrap();
+    assert_eq!(r.status(), 200);
+}
