@@ -821,12 +821,13 @@ impl Collection {
         let dropped = st.len() - new.len();
         *st = new;
         self.update_gauges(&st);
-        drop(st);
-        drop(w);
+        // Counted before the new state is visible: whoever sees it rebuilt sees the count.
         self.metrics
             .rebuilds
             .with_label_values(&[self.name.as_str()])
             .inc();
+        drop(st);
+        drop(w);
         tracing::info!(
             collection = %self.name,
             repair,
