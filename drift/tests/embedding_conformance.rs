@@ -22,17 +22,8 @@ use std::time::Instant;
 use drift::embedding::{self, SplitMix64};
 use serde_json::Value;
 
-const REL_TOL: f64 = 1e-9;
-const ABS_FLOOR: f64 = 1e-300;
-
-fn fixture() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/fixtures/drift_embedding.json"
-    );
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-    serde_json::from_str(&text).expect("the fixture is JSON")
-}
+mod common;
+use common::{Checker, cases, name};
 
 fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
@@ -40,10 +31,6 @@ fn num(v: &Value) -> f64 {
 
 fn int(v: &Value) -> i64 {
     v.as_i64().unwrap_or_else(|| panic!("not an integer: {v}"))
-}
-
-fn name(case: &Value) -> &str {
-    case["name"].as_str().unwrap_or("?")
 }
 
 /// The f32 values of a stored sample: listed integers over a power-of-two scale, or the
@@ -77,86 +64,13 @@ fn sample(spec: &Value, dim: usize) -> Vec<f32> {
         .collect()
 }
 
-#[derive(Default)]
-struct Checker {
-    /// Worst error per quantity, with the case it came from.
-    worst: BTreeMap<String, (f64, String)>,
-    failures: Vec<String>,
-    checks: usize,
-}
-
-impl Checker {
-    /// `|got − want| ≤ 1e-9 · max(|got|, |want|, scale)`; the error printed is relative to
-    /// that same magnitude.
-    fn close_to(&mut self, what: &str, case: &str, got: f64, want: f64, scale: f64) {
-        self.checks += 1;
-        let size = got.abs().max(want.abs()).max(scale).max(ABS_FLOOR);
-        let err = if got == want {
-            0.0
-        } else if got.is_nan() || want.is_nan() {
-            f64::INFINITY
-        } else {
-            (got - want).abs() / size
-        };
-        let w = self
-            .worst
-            .entry(what.to_owned())
-            .or_insert((0.0, String::new()));
-        if err > w.0 || w.1.is_empty() {
-            *w = (err.max(w.0), case.to_owned());
-        }
-        if err.is_nan() || err > REL_TOL {
-            self.failures.push(format!(
-                "{what} of {case}: got {got:e}, want {want:e} (error {err:.3e})"
-            ));
-        }
-    }
-
-    fn close(&mut self, what: &str, case: &str, got: f64, want: f64) {
-        self.close_to(what, case, got, want, 0.0);
-    }
-
-    fn equal<T: PartialEq + std::fmt::Debug>(&mut self, what: &str, case: &str, got: T, want: T) {
-        self.checks += 1;
-        if got != want {
-            self.failures
-                .push(format!("{what} of {case}: got {got:?}, want {want:?}"));
-        }
-    }
-
-    fn finish(self, section: &str, min_checks: usize) {
-        println!("{section}: {} checks; worst errors:", self.checks);
-        for (what, (err, case)) in &self.worst {
-            println!("  {what:<34} {err:.3e}  ({case})");
-        }
-        assert!(
-            self.checks >= min_checks,
-            "{section}: only {} checks ran (the fixture lost cases?)",
-            self.checks
-        );
-        assert!(
-            self.failures.is_empty(),
-            "{section}: {} of {} checks failed:\n  {}",
-            self.failures.len(),
-            self.checks,
-            self.failures.join("\n  ")
-        );
-    }
-}
-
-fn cases<'a>(doc: &'a Value, key: &str) -> &'a [Value] {
-    doc[key]
-        .as_array()
-        .unwrap_or_else(|| panic!("fixture has no {key}"))
-}
-
 fn dim(case: &Value) -> usize {
     usize::try_from(int(&case["dim"])).unwrap()
 }
 
 #[test]
 fn mmd_matches_alibi_transcription() {
-    let doc = fixture();
+    let doc = common::fixture("drift_embedding.json");
     let mut c = Checker::default();
     let list = cases(&doc, "mmd");
     assert!(list.len() >= 14, "{} MMD cases", list.len());
@@ -240,7 +154,7 @@ fn mmd_matches_alibi_transcription() {
 
 #[test]
 fn mean_distance_matches_evidently() {
-    let doc = fixture();
+    let doc = common::fixture("drift_embedding.json");
     assert!(
         doc["evidently"].is_object(),
         "the fixture was written without Evidently"

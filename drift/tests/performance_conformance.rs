@@ -8,26 +8,11 @@
 //! test fails, and each prints the worst error of each quantity
 //! (`cargo test --release -p inferd-drift --test performance_conformance -- --nocapture`).
 
-use std::collections::BTreeMap;
-
 use drift::performance;
 use serde_json::Value;
 
-const REL_TOL: f64 = 1e-9;
-const ABS_FLOOR: f64 = 1e-300;
-
-fn fixture() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/fixtures/drift_performance.json"
-    );
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-    serde_json::from_str(&text).expect("the fixture is JSON")
-}
-
-fn name(case: &Value) -> &str {
-    case["name"].as_str().unwrap_or("?")
-}
+mod common;
+use common::{Checker, cases, name};
 
 fn ints(v: &Value) -> Vec<i64> {
     v.as_array()
@@ -59,89 +44,9 @@ fn scaled(v: &Value, scale: i64) -> Vec<f64> {
         .collect()
 }
 
-#[derive(Default)]
-struct Checker {
-    /// Worst relative error per quantity, with the case it came from.
-    worst: BTreeMap<String, (f64, String)>,
-    failures: Vec<String>,
-    checks: usize,
-}
-
-impl Checker {
-    fn close(&mut self, what: &str, case: &str, got: f64, want: f64) {
-        self.checks += 1;
-        let size = got.abs().max(want.abs()).max(ABS_FLOOR);
-        let err = if got == want {
-            0.0
-        } else if got.is_nan() || want.is_nan() {
-            f64::INFINITY
-        } else {
-            (got - want).abs() / size
-        };
-        let w = self
-            .worst
-            .entry(what.to_owned())
-            .or_insert((0.0, String::new()));
-        if err > w.0 || w.1.is_empty() {
-            *w = (err.max(w.0), case.to_owned());
-        }
-        if err.is_nan() || err > REL_TOL {
-            self.failures.push(format!(
-                "{what} of {case}: got {got:e}, want {want:e} (relative error {err:.3e})"
-            ));
-        }
-    }
-
-    /// An optional metric: `null` in the fixture must be `None`, a number close.
-    fn close_opt(&mut self, what: &str, case: &str, got: Option<f64>, want: &Value) {
-        match (got, want.as_f64()) {
-            (Some(g), Some(w)) => self.close(what, case, g, w),
-            (None, None) if want.is_null() => self.checks += 1,
-            (g, _) => {
-                self.checks += 1;
-                self.failures
-                    .push(format!("{what} of {case}: got {g:?}, want {want}"));
-            }
-        }
-    }
-
-    fn equal<T: PartialEq + std::fmt::Debug>(&mut self, what: &str, case: &str, got: T, want: T) {
-        self.checks += 1;
-        if got != want {
-            self.failures
-                .push(format!("{what} of {case}: got {got:?}, want {want:?}"));
-        }
-    }
-
-    fn finish(self, section: &str, min_checks: usize) {
-        println!("{section}: {} checks; worst relative errors:", self.checks);
-        for (what, (err, case)) in &self.worst {
-            println!("  {what:<12} {err:.3e}  ({case})");
-        }
-        assert!(
-            self.checks >= min_checks,
-            "{section}: only {} checks ran (the fixture lost cases?)",
-            self.checks
-        );
-        assert!(
-            self.failures.is_empty(),
-            "{section}: {} of {} checks failed:\n  {}",
-            self.failures.len(),
-            self.checks,
-            self.failures.join("\n  ")
-        );
-    }
-}
-
-fn cases<'a>(doc: &'a Value, key: &str) -> &'a [Value] {
-    doc[key]
-        .as_array()
-        .unwrap_or_else(|| panic!("fixture has no {key}"))
-}
-
 #[test]
 fn classification_matches_sklearn() {
-    let doc = fixture();
+    let doc = common::fixture("drift_performance.json");
     let mut c = Checker::default();
     let list = cases(&doc, "classification");
     assert!(list.len() >= 24, "{} classification cases", list.len());
@@ -182,7 +87,7 @@ fn classification_matches_sklearn() {
 
 #[test]
 fn regression_matches_sklearn() {
-    let doc = fixture();
+    let doc = common::fixture("drift_performance.json");
     let mut c = Checker::default();
     let list = cases(&doc, "regression");
     assert!(list.len() >= 10, "{} regression cases", list.len());

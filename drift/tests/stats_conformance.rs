@@ -9,23 +9,12 @@
 //! prints the worst error of each quantity
 //! (`cargo test --release -p inferd-drift --test stats_conformance -- --nocapture`).
 
-use std::collections::BTreeMap;
-
 use drift::embedding::SplitMix64;
 use drift::stats::{self, KsMethod};
 use serde_json::Value;
 
-const REL_TOL: f64 = 1e-9;
-const ABS_FLOOR: f64 = 1e-300;
-
-fn fixture() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/fixtures/drift_stats.json"
-    );
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-    serde_json::from_str(&text).expect("the fixture is JSON")
-}
+mod common;
+use common::{Checker, cases, name};
 
 /// A number of the fixture; "nan", "inf" and "-inf" stand for what JSON cannot write.
 fn num(v: &Value) -> f64 {
@@ -52,16 +41,6 @@ fn counts(v: &Value) -> Vec<u64> {
         .iter()
         .map(|c| c.as_u64().expect("a count"))
         .collect()
-}
-
-fn name(case: &Value) -> &str {
-    case["name"].as_str().unwrap_or("?")
-}
-
-fn cases<'a>(doc: &'a Value, key: &str) -> &'a [Value] {
-    doc[key]
-        .as_array()
-        .unwrap_or_else(|| panic!("fixture has no {key}"))
 }
 
 /// A sample as the monitor receives it: the listed integers over their power-of-two scale, or
@@ -98,85 +77,6 @@ fn sample(spec: &Value) -> Vec<f64> {
         out.extend(nums(extras));
     }
     out
-}
-
-#[derive(Default)]
-struct Checker {
-    /// Worst relative error per quantity, with the case it came from.
-    worst: BTreeMap<String, (f64, String)>,
-    failures: Vec<String>,
-    checks: usize,
-}
-
-impl Checker {
-    fn close(&mut self, what: &str, case: &str, got: f64, want: f64) {
-        self.checks += 1;
-        let err = if got == want || (got.is_nan() && want.is_nan()) {
-            0.0
-        } else if got.is_nan() || want.is_nan() || got.is_infinite() || want.is_infinite() {
-            f64::INFINITY
-        } else {
-            (got - want).abs() / got.abs().max(want.abs()).max(ABS_FLOOR)
-        };
-        let w = self
-            .worst
-            .entry(what.to_owned())
-            .or_insert((0.0, String::new()));
-        if err > w.0 || w.1.is_empty() {
-            *w = (err.max(w.0), case.to_owned());
-        }
-        if err > REL_TOL {
-            self.failures.push(format!(
-                "{what} of {case}: got {got:e}, want {want:e} (relative error {err:.3e})"
-            ));
-        }
-    }
-
-    fn all_close(&mut self, what: &str, case: &str, got: &[f64], want: &[f64]) {
-        if got.len() != want.len() {
-            self.fail(format!(
-                "{what} of {case}: {} values, want {}",
-                got.len(),
-                want.len()
-            ));
-            return;
-        }
-        for (g, w) in got.iter().zip(want) {
-            self.close(what, case, *g, *w);
-        }
-    }
-
-    fn equal<T: PartialEq + std::fmt::Debug>(&mut self, what: &str, case: &str, got: T, want: T) {
-        self.checks += 1;
-        if got != want {
-            self.failures
-                .push(format!("{what} of {case}: got {got:?}, want {want:?}"));
-        }
-    }
-
-    fn fail(&mut self, msg: String) {
-        self.checks += 1;
-        self.failures.push(msg);
-    }
-
-    fn finish(self, section: &str, min_checks: usize) {
-        println!("{section}: {} checks; worst relative errors:", self.checks);
-        for (what, (err, case)) in &self.worst {
-            println!("  {what:<28} {err:.3e}  ({case})");
-        }
-        assert!(
-            self.checks >= min_checks,
-            "{section}: only {} checks ran (the fixture lost cases?)",
-            self.checks
-        );
-        assert!(
-            self.failures.is_empty(),
-            "{section}: {} of {} checks failed:\n  {}",
-            self.failures.len(),
-            self.checks,
-            self.failures.join("\n  ")
-        );
-    }
 }
 
 /// The finite, sorted reference and current samples of a numeric case, checking that the
@@ -228,12 +128,31 @@ fn check_binned(c: &mut Checker, what: &str, case: &str, got: &stats::Binned, wa
     }
 }
 
+/// The bins with and without zero fill, and the scores Evidently computes on them: PSI and
+/// KL on the filled shares, Jensen–Shannon on the unfilled ones.
+fn check_binned_scores(
+    c: &mut Checker,
+    n: &str,
+    filled: &stats::Binned,
+    unfilled: &stats::Binned,
+    case: &Value,
+) {
+    check_binned(c, "binned", n, filled, &case["binned"]);
+    check_binned(c, "binned unfilled", n, unfilled, &case["binned_unfilled"]);
+    let psi = stats::psi(&filled.reference, &filled.current);
+    c.close("psi", n, psi, num(&case["psi"]));
+    let kl = stats::kl_div(&filled.reference, &filled.current);
+    c.close("kl_div", n, kl, num(&case["kl_div"]));
+    let js = stats::jensenshannon(&unfilled.reference, &unfilled.current);
+    c.close("jensenshannon", n, js, num(&case["jensenshannon"]));
+}
+
 /// KS (statistic, p-value, method) equal to scipy's `ks_2samp`, including the ties, the
 /// one-row samples, constants, 10,000 against 10,000 (exact) and 10,000 against 10,001 and
 /// beyond (asymptotic); scipy's and Evidently's Wasserstein distances.
 #[test]
 fn ks_and_wasserstein_match_scipy_and_evidently() {
-    let doc = fixture();
+    let doc = common::fixture("drift_stats.json");
     let mut c = Checker::default();
     let list = cases(&doc, "numeric");
     assert!(list.len() >= 16, "{} numeric cases", list.len());
@@ -275,39 +194,14 @@ fn ks_and_wasserstein_match_scipy_and_evidently() {
 /// zero shares filled for PSI and KL), and its own-binned Hellinger — and the bins themselves.
 #[test]
 fn binned_numeric_scores_match_evidently() {
-    let doc = fixture();
+    let doc = common::fixture("drift_stats.json");
     let mut c = Checker::default();
     for case in cases(&doc, "numeric") {
         let n = name(case);
         let (r, cur) = numeric_samples(&mut c, case);
         let filled = stats::binned_numeric(&r, &cur, true);
         let unfilled = stats::binned_numeric(&r, &cur, false);
-        check_binned(&mut c, "binned", n, &filled, &case["binned"]);
-        check_binned(
-            &mut c,
-            "binned unfilled",
-            n,
-            &unfilled,
-            &case["binned_unfilled"],
-        );
-        c.close(
-            "psi",
-            n,
-            stats::psi(&filled.reference, &filled.current),
-            num(&case["psi"]),
-        );
-        c.close(
-            "kl_div",
-            n,
-            stats::kl_div(&filled.reference, &filled.current),
-            num(&case["kl_div"]),
-        );
-        c.close(
-            "jensenshannon",
-            n,
-            stats::jensenshannon(&unfilled.reference, &unfilled.current),
-            num(&case["jensenshannon"]),
-        );
+        check_binned_scores(&mut c, n, &filled, &unfilled, case);
         c.close(
             "hellinger",
             n,
@@ -323,7 +217,7 @@ fn binned_numeric_scores_match_evidently() {
 /// over the classes, and the binned shares.
 #[test]
 fn categorical_tests_match_scipy_and_evidently() {
-    let doc = fixture();
+    let doc = common::fixture("drift_stats.json");
     let mut c = Checker::default();
     let list = cases(&doc, "categorical");
     assert!(list.len() >= 10, "{} categorical cases", list.len());
@@ -343,32 +237,7 @@ fn categorical_tests_match_scipy_and_evidently() {
         c.close("z pvalue", n, p, num(&case["z"]["pvalue"]));
         let filled = stats::binned_categorical(&r, &cur, true);
         let unfilled = stats::binned_categorical(&r, &cur, false);
-        check_binned(&mut c, "binned", n, &filled, &case["binned"]);
-        check_binned(
-            &mut c,
-            "binned unfilled",
-            n,
-            &unfilled,
-            &case["binned_unfilled"],
-        );
-        c.close(
-            "psi",
-            n,
-            stats::psi(&filled.reference, &filled.current),
-            num(&case["psi"]),
-        );
-        c.close(
-            "kl_div",
-            n,
-            stats::kl_div(&filled.reference, &filled.current),
-            num(&case["kl_div"]),
-        );
-        c.close(
-            "jensenshannon",
-            n,
-            stats::jensenshannon(&unfilled.reference, &unfilled.current),
-            num(&case["jensenshannon"]),
-        );
+        check_binned_scores(&mut c, n, &filled, &unfilled, case);
         c.close(
             "hellinger",
             n,
@@ -382,7 +251,7 @@ fn categorical_tests_match_scipy_and_evidently() {
 /// `kstwo.sf(x, n)` from n = 1 to 10^6 and x from 1e-4 to 1.
 #[test]
 fn kstwo_sf_matches_scipy() {
-    let doc = fixture();
+    let doc = common::fixture("drift_stats.json");
     let mut c = Checker::default();
     for case in cases(&doc, "kstwo") {
         let n = case["n"].as_u64().unwrap();
@@ -396,7 +265,7 @@ fn kstwo_sf_matches_scipy() {
 /// Benjamini–Hochberg decisions equal to scipy's `false_discovery_control(p) <= q`.
 #[test]
 fn benjamini_hochberg_matches_scipy() {
-    let doc = fixture();
+    let doc = common::fixture("drift_stats.json");
     let mut c = Checker::default();
     for (i, case) in cases(&doc, "corrections").iter().enumerate() {
         let p = nums(&case["pvalues"]);

@@ -227,52 +227,29 @@ impl Auth {
         self.file.is_some() || self.jwt.is_some() || !self.keys.load().is_empty()
     }
 
-    /// Re-reads the keys file every second when it changes; a file that no longer parses
-    /// keeps the keys in force (and says why in the log).
+    /// Re-reads the keys file and the JWKS each time they change (polled every second); a
+    /// file that no longer parses keeps the keys in force (and says why in the log).
     pub fn watch(self: &Arc<Self>) {
         if let Some(jwt) = &self.jwt {
             let auth = Arc::clone(self);
-            let file = jwt.config.jwks.clone();
-            tokio::spawn(async move {
-                let mut last = modified(&file);
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                loop {
-                    tick.tick().await;
-                    let now = modified(&file);
-                    if now != last {
-                        last = now;
-                        if let Some(jwt) = &auth.jwt {
-                            jwt.reload();
-                        }
-                    }
+            on_change(jwt.config.jwks.clone(), move || {
+                if let Some(jwt) = &auth.jwt {
+                    jwt.reload();
                 }
             });
         }
-        let Some(file) = self.file.clone() else {
-            return;
-        };
-        let auth = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut last = modified(&file);
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                let now = modified(&file);
-                if now == last {
-                    continue;
+        if let Some(file) = self.file.clone() {
+            let auth = Arc::clone(self);
+            on_change(file.clone(), move || match read_keys(&file) {
+                Ok(keys) => {
+                    tracing::info!(keys = keys.len(), file = %file.display(), "API keys reloaded");
+                    auth.keys.store(Arc::new(keys));
                 }
-                last = now;
-                match read_keys(&file) {
-                    Ok(keys) => {
-                        tracing::info!(keys = keys.len(), file = %file.display(), "API keys reloaded");
-                        auth.keys.store(Arc::new(keys));
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "the API keys file no longer parses; keeping the keys in force");
-                    }
+                Err(e) => {
+                    tracing::error!(error = %e, "the API keys file no longer parses; keeping the keys in force");
                 }
-            }
-        });
+            });
+        }
     }
 
     /// The principal a bearer token names. Every configured digest is compared, in constant
@@ -490,6 +467,22 @@ fn read_jwks(file: &Path) -> anyhow::Result<jsonwebtoken::jwk::JwkSet> {
             file.display()
         )
     })
+}
+
+/// Calls `reload` each time `file`'s modification time changes (polled every second).
+fn on_change(file: PathBuf, reload: impl Fn() + Send + 'static) {
+    tokio::spawn(async move {
+        let mut last = modified(&file);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let now = modified(&file);
+            if now != last {
+                last = now;
+                reload();
+            }
+        }
+    });
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {

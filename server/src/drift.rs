@@ -260,7 +260,7 @@ impl Worker {
                 }
             }
         }
-        let (mut r, predicted) = if let [s] = group {
+        let (r, predicted) = if let [s] = group {
             let mut r = record(s);
             let p = r.predictions.take().map(|predictions| Predicted {
                 id: s.id.clone(),
@@ -269,7 +269,10 @@ impl Worker {
             });
             (r, p.into_iter().collect())
         } else {
-            let r = record(&merged(group));
+            // The merged record's predictions are every request's rows at once: each request's
+            // own are kept instead, for its truth.
+            let mut r = record(&merged(group));
+            r.predictions = None;
             let predicted: Vec<Predicted> = group
                 .iter()
                 .filter_map(|s| {
@@ -283,7 +286,6 @@ impl Worker {
                 .collect();
             (r, predicted)
         };
-        r.predictions = None;
         // A bug in one model's evaluation must not end monitoring for every model: the
         // samples are counted as refused and the thread goes on.
         let n = group.len() as u64;

@@ -415,15 +415,8 @@ async fn no_keys_needs_no_auth_and_then_binds_to_loopback() {
         "{err}"
     );
     // --no-auth without --host: loopback only, and a warning.
-    let port = |_| {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-            .to_string()
-    };
-    let (http, grpc, metrics) = (port(0), port(1), port(2));
+    let port = || common::free_port().to_string();
+    let (http, grpc, metrics) = (port(), port(), port());
     let log = data.path().join("server.log");
     let mut child = serve(&[
         "--no-auth",

@@ -30,7 +30,7 @@ pub fn repo(models: &[(&str, Option<&str>)]) -> tempfile::TempDir {
     dir
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

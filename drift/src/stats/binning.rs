@@ -21,16 +21,19 @@ pub(super) fn distinct_count(xs: &[f64]) -> usize {
     count
 }
 
-/// Distinct values of the union of two sorted slices, ascending, with each side's count.
-fn distinct_union_counts(a: &[f64], b: &[f64]) -> (Vec<f64>, Vec<u64>, Vec<u64>) {
-    let (mut values, mut ca, mut cb) = (Vec::new(), Vec::new(), Vec::new());
+/// The distinct values of the union of two sorted slices, ascending, each with how many
+/// times it occurs in `a` and in `b` (one merge pass; `-0.0 == 0.0`).
+pub(super) fn union_runs<'a>(
+    a: &'a [f64],
+    b: &'a [f64],
+) -> impl Iterator<Item = (f64, usize, usize)> + 'a {
     let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
+    std::iter::from_fn(move || {
         let v = match (a.get(i), b.get(j)) {
             (Some(&x), Some(&y)) => x.min(y),
             (Some(&x), None) => x,
             (None, Some(&y)) => y,
-            (None, None) => break,
+            (None, None) => return None,
         };
         let (i0, j0) = (i, j);
         while i < a.len() && a[i] == v {
@@ -39,32 +42,24 @@ fn distinct_union_counts(a: &[f64], b: &[f64]) -> (Vec<f64>, Vec<u64>, Vec<u64>)
         while j < b.len() && b[j] == v {
             j += 1;
         }
+        Some((v, i - i0, j - j0))
+    })
+}
+
+/// Distinct values of the union of two sorted slices, ascending, with each side's count.
+fn distinct_union_counts(a: &[f64], b: &[f64]) -> (Vec<f64>, Vec<u64>, Vec<u64>) {
+    let (mut values, mut ca, mut cb) = (Vec::new(), Vec::new(), Vec::new());
+    for (v, na, nb) in union_runs(a, b) {
         values.push(v);
-        ca.push((i - i0) as u64);
-        cb.push((j - j0) as u64);
+        ca.push(na as u64);
+        cb.push(nb as u64);
     }
     (values, ca, cb)
 }
 
 /// Number of distinct values in the union of two sorted slices.
 pub(super) fn distinct_union_count(a: &[f64], b: &[f64]) -> usize {
-    let (mut i, mut j, mut count) = (0, 0, 0);
-    while i < a.len() || j < b.len() {
-        let v = match (a.get(i), b.get(j)) {
-            (Some(&x), Some(&y)) => x.min(y),
-            (Some(&x), None) => x,
-            (None, Some(&y)) => y,
-            (None, None) => break,
-        };
-        while i < a.len() && a[i] == v {
-            i += 1;
-        }
-        while j < b.len() && b[j] == v {
-            j += 1;
-        }
-        count += 1;
-    }
-    count
+    union_runs(a, b).count()
 }
 
 /// `np.histogram_bin_edges(x, bins="sturges")` for float data of `size` values whose

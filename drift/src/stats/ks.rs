@@ -61,19 +61,10 @@ pub(super) fn statistic(a: &[f64], b: &[f64]) -> f64 {
     let (n1, n2) = (a.len() as f64, b.len() as f64);
     let (mut i, mut j) = (0usize, 0usize);
     let (mut max_s, mut min_s) = (f64::NEG_INFINITY, f64::INFINITY);
-    while i < a.len() || j < b.len() {
-        let v = match (a.get(i), b.get(j)) {
-            (Some(&x), Some(&y)) => x.min(y),
-            (Some(&x), None) => x,
-            (None, Some(&y)) => y,
-            (None, None) => break,
-        };
-        while i < a.len() && a[i] <= v {
-            i += 1;
-        }
-        while j < b.len() && b[j] <= v {
-            j += 1;
-        }
+    // Each side's ECDF after every distinct pooled value (searchsorted side='right').
+    for (_, na, nb) in super::binning::union_runs(a, b) {
+        i += na;
+        j += nb;
         let diff = i as f64 / n1 - j as f64 / n2;
         max_s = max_s.max(diff);
         min_s = min_s.min(diff);
