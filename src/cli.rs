@@ -29,6 +29,15 @@ pub struct ServerArg {
         hide_env_values = true
     )]
     api_key: Option<String>,
+    /// A CA certificate (PEM) to trust for an `https://` server, beside the system's.
+    #[arg(long = "ca-cert", global = true, env = "INFERD_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) for a server that asks for one (mTLS); with --client-key.
+    #[arg(long = "client-cert", global = true, env = "INFERD_CLIENT_CERT")]
+    client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long = "client-key", global = true, env = "INFERD_CLIENT_KEY")]
+    client_key: Option<std::path::PathBuf>,
 }
 
 impl ServerArg {
@@ -37,8 +46,37 @@ impl ServerArg {
         self.url.trim_end_matches('/')
     }
 
-    /// An HTTP client that sends the API key, if one is given.
+    /// An HTTP client that sends the API key, if one is given, and trusts `--ca-cert` and
+    /// presents `--client-cert` over TLS.
     pub fn client(&self) -> anyhow::Result<reqwest::Client> {
+        let read = |flag: &str, p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", p.display()))
+        };
+        let mut builder = reqwest::Client::builder();
+        if let Some(ca) = &self.ca_cert {
+            let pem = read("--ca-cert", ca)?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| anyhow::anyhow!("--ca-cert {}: {e}", ca.display()))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        match (&self.client_cert, &self.client_key) {
+            (Some(c), Some(k)) => {
+                let mut pem = read("--client-cert", c)?;
+                pem.push(b'\n');
+                pem.extend(read("--client-key", k)?);
+                builder = builder.identity(reqwest::Identity::from_pem(&pem).map_err(|e| {
+                    anyhow::anyhow!(
+                        "--client-cert {} / --client-key {}: {e}",
+                        c.display(),
+                        k.display()
+                    )
+                })?);
+            }
+            (None, None) => {}
+            _ => anyhow::bail!("a client certificate needs both --client-cert and --client-key"),
+        }
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(key) = &self.api_key {
             let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
@@ -46,9 +84,7 @@ impl ServerArg {
             v.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
-        Ok(reqwest::Client::builder()
-            .default_headers(headers)
-            .build()?)
+        Ok(builder.default_headers(headers).build()?)
     }
 }
 

@@ -41,7 +41,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// What a route needs, and what a key grants (ordered: each grants those below it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Infer,
@@ -87,16 +87,61 @@ struct KeyEntry {
     scopes: Vec<Scope>,
 }
 
+/// A client certificate's principal (mTLS): `name` is one of the names the certificate
+/// vouches for (a URI SAN such as a SPIFFE ID, a DNS SAN, or the subject's CN).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertificateEntry {
+    name: String,
+    scopes: Vec<Scope>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeysFile {
+    #[serde(default)]
     keys: Vec<KeyEntry>,
+    #[serde(default)]
+    certificates: Vec<CertificateEntry>,
 }
 
 #[derive(Debug, Clone)]
 struct Key {
     digest: [u8; 32],
     principal: Principal,
+}
+
+/// The principals of the keys file: API keys by digest, client certificates by name.
+#[derive(Debug, Clone, Default)]
+struct Principals {
+    keys: Vec<Key>,
+    certificates: Vec<Principal>,
+}
+
+/// What a request presents: its `Authorization` header, and the names of the client
+/// certificate its connection was verified with (mTLS; empty without).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    pub authorization: Option<&'a [u8]>,
+    pub cert_names: &'a [String],
+}
+
+impl<'a> Credentials<'a> {
+    pub fn bearer(authorization: Option<&'a [u8]>) -> Credentials<'a> {
+        Credentials {
+            authorization,
+            cert_names: &[],
+        }
+    }
+
+    fn of(headers: &'a HeaderMap, ext: &'a http::Extensions) -> Credentials<'a> {
+        Credentials {
+            authorization: authorization(headers),
+            cert_names: ext
+                .get::<crate::listen::Peer>()
+                .map_or(&[][..], |p| &p.cert_names[..]),
+        }
+    }
 }
 
 /// Why a request is refused.
@@ -106,6 +151,9 @@ pub enum Denied {
     Unauthenticated(String),
     /// Valid credentials without the scope: 403 / PERMISSION_DENIED.
     Forbidden { principal: String, need: Scope },
+    /// The principal has its most requests in flight already: 429 with `Retry-After` /
+    /// RESOURCE_EXHAUSTED.
+    Busy { principal: String, limit: usize },
 }
 
 impl Denied {
@@ -118,20 +166,102 @@ impl Denied {
                     need.as_str()
                 )
             }
+            Denied::Busy { principal, limit } => format!(
+                "'{principal}' has {limit} requests in flight, the most it may (--max-concurrent-per-principal): retry when one has finished"
+            ),
+        }
+    }
+}
+
+/// Requests in flight per principal (`--max-concurrent-per-principal`): one caller cannot
+/// take every worker. A principal's count lives only while it has requests in flight, so
+/// the table is as large as the callers at this moment, never as every name ever seen.
+#[derive(Default)]
+pub struct Concurrency {
+    /// 0: unlimited.
+    max: usize,
+    inflight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One request's place in its principal's count, given back when dropped.
+pub struct Permit {
+    of: Arc<Concurrency>,
+    name: String,
+}
+
+impl Concurrency {
+    pub fn new(max: usize) -> Arc<Concurrency> {
+        Arc::new(Concurrency {
+            max,
+            inflight: Default::default(),
+        })
+    }
+
+    fn acquire(self: &Arc<Self>, name: &str) -> Result<Option<Permit>, Denied> {
+        if self.max == 0 {
+            return Ok(None);
+        }
+        let mut m = self
+            .inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = m.entry(name.to_owned()).or_insert(0);
+        if *n >= self.max {
+            return Err(Denied::Busy {
+                principal: name.to_owned(),
+                limit: self.max,
+            });
+        }
+        *n += 1;
+        Ok(Some(Permit {
+            of: Arc::clone(self),
+            name: name.to_owned(),
+        }))
+    }
+
+    /// Requests in flight for `name` (tests).
+    pub fn inflight(&self, name: &str) -> usize {
+        let m = self
+            .inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.get(name).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut m = self
+            .of
+            .inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.name);
+            }
         }
     }
 }
 
 /// The configured keys (reloaded when their file changes) and the decision.
 pub struct Auth {
-    keys: ArcSwap<Vec<Key>>,
+    /// Every principal: the keys file's and the keys made by an admin ([`Auth::create_key`]).
+    keys: ArcSwap<Principals>,
+    /// The keys file's, as last read.
+    from_file: ArcSwap<Principals>,
     file: Option<PathBuf>,
+    /// Keys made with `POST /api/keys`, stored hashed under the data directory.
+    made: std::sync::Mutex<MadeKeys>,
     /// Bearer JWTs, when a JWKS is configured.
     jwt: Option<Jwt>,
     /// The metrics port asks for credentials too (scope `infer`).
     pub metrics: bool,
     /// Where changes and refusals are recorded.
     pub audit: Audit,
+    /// Requests in flight per principal.
+    pub concurrency: Arc<Concurrency>,
 }
 
 /// The audit log: every refused request, and every request that may change something
@@ -186,11 +316,14 @@ impl Auth {
     /// No authentication (no keys configured).
     pub fn disabled() -> Auth {
         Auth {
-            keys: ArcSwap::from_pointee(Vec::new()),
+            keys: ArcSwap::from_pointee(Principals::default()),
+            from_file: ArcSwap::from_pointee(Principals::default()),
             file: None,
+            made: Default::default(),
             jwt: None,
             metrics: false,
             audit: Audit::default(),
+            concurrency: Arc::default(),
         }
     }
 
@@ -204,27 +337,34 @@ impl Auth {
         let jwt = jwt.map(Jwt::open).transpose()?;
         let enabled = file.is_some() || jwt.is_some();
         Ok(Auth {
-            keys: ArcSwap::from_pointee(keys),
+            keys: ArcSwap::from_pointee(keys.clone()),
+            from_file: ArcSwap::from_pointee(keys),
             file: file.map(Path::to_owned),
+            made: Default::default(),
             jwt,
             metrics: metrics && enabled,
             audit: Audit::default(),
+            concurrency: Arc::default(),
         })
     }
 
     /// Keys from JSON text (tests, and the file's reader).
     pub fn from_json(text: &str) -> anyhow::Result<Auth> {
+        let keys = parse_keys(text)?;
         Ok(Auth {
-            keys: ArcSwap::from_pointee(parse_keys(text)?),
+            keys: ArcSwap::from_pointee(keys.clone()),
+            from_file: ArcSwap::from_pointee(keys),
             file: None,
+            made: Default::default(),
             jwt: None,
             metrics: false,
             audit: Audit::default(),
+            concurrency: Arc::default(),
         })
     }
 
     pub fn enabled(&self) -> bool {
-        self.file.is_some() || self.jwt.is_some() || !self.keys.load().is_empty()
+        self.file.is_some() || self.jwt.is_some() || !self.keys.load().keys.is_empty()
     }
 
     /// Re-reads the keys file and the JWKS each time they change (polled every second); a
@@ -242,8 +382,9 @@ impl Auth {
             let auth = Arc::clone(self);
             on_change(file.clone(), move || match read_keys(&file) {
                 Ok(keys) => {
-                    tracing::info!(keys = keys.len(), file = %file.display(), "API keys reloaded");
-                    auth.keys.store(Arc::new(keys));
+                    tracing::info!(keys = keys.keys.len(), certificates = keys.certificates.len(), file = %file.display(), "API keys reloaded");
+                    auth.from_file.store(Arc::new(keys));
+                    auth.merge();
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "the API keys file no longer parses; keeping the keys in force");
@@ -252,11 +393,26 @@ impl Auth {
         }
     }
 
-    /// The principal a bearer token names. Every configured digest is compared, in constant
-    /// time, whatever matches first.
-    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Principal, Denied> {
+    /// The principal the credentials name: a bearer API key or JWT when the request has an
+    /// `Authorization` header, otherwise its client certificate (mTLS) when the keys file
+    /// lists one of the certificate's names. Every configured digest is compared, in
+    /// constant time, whatever matches first.
+    pub fn authenticate(&self, creds: Credentials<'_>) -> Result<Principal, Denied> {
         let unauthenticated = |why: &str| Denied::Unauthenticated(why.to_owned());
-        let Some(value) = authorization else {
+        let Some(value) = creds.authorization else {
+            if let Some(first) = creds.cert_names.first() {
+                let principals = self.keys.load();
+                return creds
+                    .cert_names
+                    .iter()
+                    .find_map(|n| principals.certificates.iter().find(|p| &p.name == n))
+                    .cloned()
+                    .ok_or_else(|| {
+                        Denied::Unauthenticated(format!(
+                            "client certificate '{first}' is not a principal: list one of its names under \"certificates\" in the keys file, or send 'Authorization: Bearer <API key or token>'"
+                        ))
+                    });
+            }
             return Err(unauthenticated(
                 "missing credentials: send 'Authorization: Bearer <API key or token>'",
             ));
@@ -282,9 +438,9 @@ impl Auth {
             return jwt.verify(token);
         }
         let digest: [u8; 32] = Sha256::digest(token).into();
-        let keys = self.keys.load();
+        let principals = self.keys.load();
         let mut found: Option<&Key> = None;
-        for k in keys.iter() {
+        for k in principals.keys.iter() {
             if bool::from(k.digest.ct_eq(&digest)) {
                 found = Some(k);
             }
@@ -294,21 +450,39 @@ impl Auth {
             .ok_or_else(|| unauthenticated("invalid API key"))
     }
 
-    /// The decision for a request needing `need`.
-    /// The decision for a request needing `need`: who it is (`None` when nothing is asked:
-    /// authentication off, or an open route), or why not.
-    pub fn check(
+    /// [`Auth::check`], then the principal's place among its requests in flight (held until
+    /// the permit is dropped). Open routes are never limited; without authentication every
+    /// caller is one principal, `anonymous`.
+    pub fn admit(
         &self,
         need: Need,
-        authorization: Option<&[u8]>,
-    ) -> Result<Option<Principal>, Denied> {
+        creds: Credentials<'_>,
+    ) -> Result<(Option<Principal>, Option<Permit>), Denied> {
+        let p = self.check(need, creds)?;
+        if need == Need::Open {
+            return Ok((p, None));
+        }
+        let permit = self
+            .concurrency
+            .acquire(p.as_ref().map_or(ANONYMOUS, |p| p.name.as_str()))?;
+        Ok((p, permit))
+    }
+
+    /// Whether the layers have anything to do (else they pass requests straight through).
+    fn active(&self) -> bool {
+        self.enabled() || self.audit.enabled() || self.concurrency.max > 0
+    }
+
+    /// The decision for a request needing `need`: who it is (`None` when nothing is asked:
+    /// authentication off, or an open route), or why not.
+    pub fn check(&self, need: Need, creds: Credentials<'_>) -> Result<Option<Principal>, Denied> {
         if !self.enabled() || need == Need::Open {
             return Ok(None);
         }
         let Need::Scope(need) = need else {
             return Ok(None);
         };
-        let p = self.authenticate(authorization)?;
+        let p = self.authenticate(creds)?;
         if p.scope >= Some(need) {
             Ok(Some(p))
         } else {
@@ -319,6 +493,252 @@ impl Auth {
         }
     }
 }
+
+/// Keys made by an admin (`POST /api/keys`, `inferd keys create`): each stored as its
+/// SHA-256, never the secret, in `<data-dir>/keys.json` (written aside and renamed, owner
+/// read/write only), loaded at start, revoked by `DELETE /api/keys/{name}` with immediate
+/// effect. Names are unique across them and the keys file.
+#[derive(Default)]
+struct MadeKeys {
+    path: Option<PathBuf>,
+    entries: Vec<MadeKey>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct MadeKey {
+    name: String,
+    sha256: String,
+    scopes: Vec<Scope>,
+    created_ms: u64,
+}
+
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct MadeKeysFile {
+    keys: Vec<MadeKey>,
+}
+
+/// A key as `GET /api/keys` shows it: never its secret or digest.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    pub name: String,
+    pub scope: Scope,
+    /// `file` (the `--api-keys` file: edit it to change the key) or `api` (made by an admin).
+    pub source: &'static str,
+    pub created_ms: Option<u64>,
+}
+
+/// Why a key cannot be made or revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    Invalid(String),
+    Conflict(String),
+    NotFound(String),
+}
+
+impl From<KeyError> for crate::error::ApiError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::Invalid(m) => crate::error::ApiError::BadRequest(m),
+            KeyError::Conflict(m) => crate::error::ApiError::Conflict(m),
+            KeyError::NotFound(m) => crate::error::ApiError::NotFound(m),
+        }
+    }
+}
+
+impl Auth {
+    /// Loads the keys made by an admin from `path` (`<data-dir>/keys.json`; absent: none)
+    /// and keeps them there from now on.
+    pub fn open_made_keys(&self, path: PathBuf) -> anyhow::Result<()> {
+        let entries = match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                serde_json::from_str::<MadeKeysFile>(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                    .keys
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => anyhow::bail!("reading {}: {e}", path.display()),
+        };
+        for k in &entries {
+            anyhow::ensure!(
+                hex_digest(&k.sha256).is_some() && !k.scopes.is_empty(),
+                "{}: key '{}' is malformed",
+                path.display(),
+                k.name
+            );
+        }
+        {
+            let mut made = self
+                .made
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            made.path = Some(path);
+            made.entries = entries;
+        }
+        self.merge();
+        Ok(())
+    }
+
+    /// The principals in force: the file's, then the made keys.
+    fn merge(&self) {
+        let made = self
+            .made
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut all = Principals::clone(&self.from_file.load());
+        all.keys.extend(made.entries.iter().filter_map(|k| {
+            Some(Key {
+                digest: hex_digest(&k.sha256)?,
+                principal: Principal {
+                    name: k.name.clone(),
+                    scope: k.scopes.iter().copied().max(),
+                },
+            })
+        }));
+        self.keys.store(Arc::new(all));
+    }
+
+    /// Every key (file and made), by name; never a secret.
+    pub fn list_keys(&self) -> Vec<KeyInfo> {
+        let mut out: Vec<KeyInfo> = self
+            .from_file
+            .load()
+            .keys
+            .iter()
+            .map(|k| KeyInfo {
+                name: k.principal.name.clone(),
+                scope: k.principal.scope.unwrap_or(Scope::Infer),
+                source: "file",
+                created_ms: None,
+            })
+            .collect();
+        let made = self
+            .made
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        out.extend(made.entries.iter().map(|k| KeyInfo {
+            name: k.name.clone(),
+            scope: k.scopes.iter().copied().max().unwrap_or(Scope::Infer),
+            source: "api",
+            created_ms: Some(k.created_ms),
+        }));
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Makes a key: returns its secret, which is stored nowhere (only its SHA-256 is).
+    pub fn create_key(&self, name: &str, scope: Scope) -> Result<String, KeyError> {
+        if !self.enabled() {
+            return Err(KeyError::Conflict(
+                "authentication is off (--no-auth): start the server with --api-keys (or --jwks) to make keys".into(),
+            ));
+        }
+        let valid = !name.is_empty()
+            && name.len() <= 128
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.@:".contains(&b));
+        if !valid {
+            return Err(KeyError::Invalid(format!(
+                "key name '{}' must be 1-128 characters of A-Z a-z 0-9 - _ . @ :",
+                name.escape_debug()
+            )));
+        }
+        let mut made = self
+            .made
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(path) = made.path.clone() else {
+            return Err(KeyError::Conflict("this server keeps no made keys".into()));
+        };
+        let taken = made.entries.iter().any(|k| k.name == name)
+            || self
+                .from_file
+                .load()
+                .keys
+                .iter()
+                .any(|k| k.principal.name == name);
+        if taken {
+            return Err(KeyError::Conflict(format!(
+                "a key named '{name}' exists: revoke it first, or pick another name"
+            )));
+        }
+        let (secret, digest) = random_secret();
+        let mut entries = made.entries.clone();
+        entries.push(MadeKey {
+            name: name.to_owned(),
+            sha256: digest,
+            scopes: vec![scope],
+            created_ms: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        });
+        write_made_keys(&path, &entries)
+            .map_err(|e| KeyError::Conflict(format!("storing the key: {e}")))?;
+        made.entries = entries;
+        drop(made);
+        self.merge();
+        Ok(secret)
+    }
+
+    /// Revokes a made key: refused from the next request on.
+    pub fn revoke_key(&self, name: &str) -> Result<(), KeyError> {
+        let mut made = self
+            .made
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !made.entries.iter().any(|k| k.name == name) {
+            drop(made);
+            if self
+                .from_file
+                .load()
+                .keys
+                .iter()
+                .any(|k| k.principal.name == name)
+            {
+                return Err(KeyError::Conflict(format!(
+                    "key '{name}' is defined in the --api-keys file: remove it there (the file is re-read within a second)"
+                )));
+            }
+            return Err(KeyError::NotFound(format!("no key named '{name}'")));
+        }
+        let entries: Vec<MadeKey> = made
+            .entries
+            .iter()
+            .filter(|k| k.name != name)
+            .cloned()
+            .collect();
+        if let Some(path) = &made.path {
+            write_made_keys(path, &entries)
+                .map_err(|e| KeyError::Conflict(format!("storing the keys: {e}")))?;
+        }
+        made.entries = entries;
+        drop(made);
+        self.merge();
+        Ok(())
+    }
+}
+
+fn write_made_keys(path: &Path, entries: &[MadeKey]) -> std::io::Result<()> {
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(&MadeKeysFile {
+        keys: entries.to_vec(),
+    })
+    .map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("json.tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The principal of every request when authentication is off (`--no-auth`).
+pub const ANONYMOUS: &str = "anonymous (--no-auth)";
 
 /// The longest credentials read (a JWT of an OIDC provider is 1–2 KiB): anything longer is
 /// refused before it is decoded.
@@ -470,7 +890,7 @@ fn read_jwks(file: &Path) -> anyhow::Result<jsonwebtoken::jwk::JwkSet> {
 }
 
 /// Calls `reload` each time `file`'s modification time changes (polled every second).
-fn on_change(file: PathBuf, reload: impl Fn() + Send + 'static) {
+pub(crate) fn on_change(file: PathBuf, reload: impl Fn() + Send + 'static) {
     tokio::spawn(async move {
         let mut last = modified(&file);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -489,19 +909,25 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-fn read_keys(file: &Path) -> anyhow::Result<Vec<Key>> {
+fn read_keys(file: &Path) -> anyhow::Result<Principals> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| anyhow::anyhow!("reading the API keys file {}: {e}", file.display()))?;
     parse_keys(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
 }
 
-fn parse_keys(text: &str) -> anyhow::Result<Vec<Key>> {
+fn parse_keys(text: &str) -> anyhow::Result<Principals> {
     let f: KeysFile = serde_json::from_str(text).map_err(|e| {
         anyhow::anyhow!(
-            "{e} (expected {{\"keys\": [{{\"name\": \"ci\", \"sha256\": \"<64 hex digits>\", \"scopes\": [\"admin\"]}}]}}; `inferd keys hash` makes an entry)"
+            "{e} (expected {{\"keys\": [{{\"name\": \"ci\", \"sha256\": \"<64 hex digits>\", \"scopes\": [\"admin\"]}}], \"certificates\": [{{\"name\": \"<a client certificate's SAN or CN>\", \"scopes\": [\"infer\"]}}]}}; `inferd keys hash` makes a key entry)"
         )
     })?;
-    f.keys
+    let scope_of = |what: &str, name: &str, scopes: &[Scope]| {
+        scopes.iter().copied().max().ok_or_else(|| {
+            anyhow::anyhow!("{what} '{name}': give at least one scope (infer, write, admin)")
+        })
+    };
+    let keys = f
+        .keys
         .into_iter()
         .map(|k| {
             let bytes = hex_digest(&k.sha256).ok_or_else(|| {
@@ -510,12 +936,7 @@ fn parse_keys(text: &str) -> anyhow::Result<Vec<Key>> {
                     k.name
                 )
             })?;
-            let scope = k.scopes.iter().copied().max().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "key '{}': give at least one scope (infer, write, admin)",
-                    k.name
-                )
-            })?;
+            let scope = scope_of("key", &k.name, &k.scopes)?;
             Ok(Key {
                 digest: bytes,
                 principal: Principal {
@@ -524,7 +945,20 @@ fn parse_keys(text: &str) -> anyhow::Result<Vec<Key>> {
                 },
             })
         })
-        .collect()
+        .collect::<anyhow::Result<_>>()?;
+    let certificates = f
+        .certificates
+        .into_iter()
+        .map(|c| {
+            anyhow::ensure!(!c.name.is_empty(), "a certificate principal needs a name");
+            let scope = scope_of("certificate", &c.name, &c.scopes)?;
+            Ok(Principal {
+                name: c.name,
+                scope: Some(scope),
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Principals { keys, certificates })
 }
 
 fn hex_digest(s: &str) -> Option<[u8; 32]> {
@@ -539,8 +973,8 @@ fn hex_digest(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// A new random secret and its keys-file entry (`inferd keys hash`).
-pub fn new_key(name: &str, scope: Scope) -> (String, String) {
+/// A new random secret (`inferd_` + 48 hex digits) and its SHA-256, hex.
+fn random_secret() -> (String, String) {
     let mut bytes = [0u8; 24];
     getrandom::fill(&mut bytes).expect("the operating system's random source");
     let secret = format!(
@@ -549,6 +983,12 @@ pub fn new_key(name: &str, scope: Scope) -> (String, String) {
     );
     let digest = Sha256::digest(secret.as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    (secret, hex)
+}
+
+/// A new random secret and its keys-file entry (`inferd keys hash`).
+pub fn new_key(name: &str, scope: Scope) -> (String, String) {
+    let (secret, hex) = random_secret();
     let entry = serde_json::json!({"name": name, "sha256": hex, "scopes": [scope.as_str()]});
     (secret, entry.to_string())
 }
@@ -564,6 +1004,8 @@ pub fn http_need(method: &Method, route: Option<&str>) -> Need {
     };
     match (method.as_str(), route) {
         ("GET", "/v2/health/live" | "/v2/health/ready") => Need::Open,
+        // Who may call: admin only, though it reads.
+        ("GET" | "HEAD", "/api/keys") => Need::Scope(Scope::Admin),
         ("GET" | "HEAD", _) => Need::Scope(Scope::Infer),
         (
             "POST",
@@ -590,6 +1032,7 @@ fn http_refusal(d: &Denied) -> Response {
     let (status, challenge) = match d {
         Denied::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, true),
         Denied::Forbidden { .. } => (StatusCode::FORBIDDEN, false),
+        Denied::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, false),
     };
     let mut r = (
         status,
@@ -601,6 +1044,10 @@ fn http_refusal(d: &Denied) -> Response {
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"inferd\""),
         );
+    }
+    if matches!(d, Denied::Busy { .. }) {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     r
 }
@@ -616,7 +1063,7 @@ fn authorization(headers: &HeaderMap) -> Option<&[u8]> {
 /// and before the handler extracts anything (so a refused upload has read its headers only).
 /// Requests that match no route go to [`fallback`], which authenticates too.
 pub async fn http_layer(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
-    if !auth.enabled() && !auth.audit.enabled() {
+    if !auth.active() {
         return next.run(req).await;
     }
     let route = req
@@ -633,14 +1080,12 @@ pub async fn http_layer(State(auth): State<Arc<Auth>>, req: Request, next: Next)
         serde_json::json!({"transport": "http", "principal": principal, "method": method,
                            "route": route, "target": target, "result": result})
     };
-    match auth.check(need, authorization(req.headers())) {
-        Ok(p) => {
+    match auth.admit(need, Credentials::of(req.headers(), req.extensions())) {
+        Ok((p, _permit)) => {
             let changes = matches!(need, Need::Scope(Scope::Write | Scope::Admin));
             let response = next.run(req).await;
             if changes {
-                let who = p
-                    .as_ref()
-                    .map_or("anonymous (--no-auth)", |p| p.name.as_str());
+                let who = p.as_ref().map_or(ANONYMOUS, |p| p.name.as_str());
                 auth.audit
                     .record(event(Some(who), response.status().as_u16().to_string()));
             }
@@ -659,20 +1104,19 @@ pub async fn http_layer(State(auth): State<Arc<Auth>>, req: Request, next: Next)
 fn denied_principal(d: &Denied) -> Option<&str> {
     match d {
         Denied::Unauthenticated(_) => None,
-        Denied::Forbidden { principal, .. } => Some(principal),
+        Denied::Forbidden { principal, .. } | Denied::Busy { principal, .. } => Some(principal),
     }
 }
 
 /// The app's fallback (no route matched): a valid key first, then the 404, so a caller
 /// without one learns nothing about which paths exist.
-pub async fn fallback(
-    auth: Arc<Auth>,
-    method: Method,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-) -> Response {
+pub async fn fallback(auth: Arc<Auth>, req: Request) -> Response {
+    let (method, uri) = (req.method(), req.uri());
     if auth.enabled()
-        && let Err(d) = auth.check(http_need(&method, None), authorization(&headers))
+        && let Err(d) = auth.check(
+            http_need(method, None),
+            Credentials::of(req.headers(), req.extensions()),
+        )
     {
         auth.audit.record(
             serde_json::json!({"transport": "http", "principal": denied_principal(&d),
@@ -690,7 +1134,10 @@ pub async fn metrics_layer(State(auth): State<Arc<Auth>>, req: Request, next: Ne
     if !auth.metrics {
         return next.run(req).await;
     }
-    match auth.check(Need::Scope(Scope::Infer), authorization(req.headers())) {
+    match auth.check(
+        Need::Scope(Scope::Infer),
+        Credentials::of(req.headers(), req.extensions()),
+    ) {
         Ok(_) => next.run(req).await,
         Err(d) => http_refusal(&d),
     }
@@ -755,6 +1202,27 @@ pub struct GrpcAuth<S> {
     inner: S,
 }
 
+pin_project_lite::pin_project! {
+    /// A gRPC call's future holding its principal's [`Permit`] until it completes (or is
+    /// dropped).
+    pub struct Held<F> {
+        #[pin]
+        fut: F,
+        permit: Option<Permit>,
+    }
+}
+
+impl<F: Future> Future for Held<F> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.fut.poll(cx));
+        this.permit.take();
+        Poll::Ready(out)
+    }
+}
+
 impl<S, B> tower::Service<http::Request<B>> for GrpcAuth<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
@@ -762,8 +1230,10 @@ where
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = S::Error;
-    type Future =
-        futures::future::Either<S::Future, std::future::Ready<Result<Self::Response, Self::Error>>>;
+    type Future = futures::future::Either<
+        Held<S::Future>,
+        std::future::Ready<Result<Self::Response, Self::Error>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -775,16 +1245,20 @@ where
             serde_json::json!({"transport": "grpc", "principal": principal, "method": "POST",
                                "route": req.uri().path(), "target": req.uri().path(), "result": result})
         };
-        match self.auth.check(need, authorization(req.headers())) {
-            Ok(p) => {
+        match self
+            .auth
+            .admit(need, Credentials::of(req.headers(), req.extensions()))
+        {
+            Ok((p, permit)) => {
                 if matches!(need, Need::Scope(Scope::Write | Scope::Admin)) {
                     // Recorded as it is let through (the gRPC status comes in a trailer).
-                    let who = p
-                        .as_ref()
-                        .map_or("anonymous (--no-auth)", |p| p.name.as_str());
+                    let who = p.as_ref().map_or(ANONYMOUS, |p| p.name.as_str());
                     self.auth.audit.record(event(Some(who), "allowed".into()));
                 }
-                futures::future::Either::Left(self.inner.call(req))
+                futures::future::Either::Left(Held {
+                    fut: self.inner.call(req),
+                    permit,
+                })
             }
             Err(d) => {
                 self.auth.audit.record(event(
@@ -794,6 +1268,7 @@ where
                 let status = match &d {
                     Denied::Unauthenticated(_) => tonic::Status::unauthenticated(d.message()),
                     Denied::Forbidden { .. } => tonic::Status::permission_denied(d.message()),
+                    Denied::Busy { .. } => tonic::Status::resource_exhausted(d.message()),
                 };
                 futures::future::Either::Right(std::future::ready(Ok(status.into_http())))
             }
@@ -828,34 +1303,37 @@ mod tests {
         let admin = Need::Scope(Scope::Admin);
         let infer = Need::Scope(Scope::Infer);
         assert!(matches!(
-            a.check(infer, Some(b"Bearer r-secret")),
+            a.check(infer, Credentials::bearer(Some(b"Bearer r-secret"))),
             Ok(Some(_))
         ));
         assert!(matches!(
-            a.check(infer, Some(b"Bearer a-secret")),
+            a.check(infer, Credentials::bearer(Some(b"Bearer a-secret"))),
             Ok(Some(_))
         ));
         assert!(matches!(
-            a.check(admin, Some(b"Bearer w-secret")),
+            a.check(admin, Credentials::bearer(Some(b"Bearer w-secret"))),
             Err(Denied::Forbidden {
                 need: Scope::Admin,
                 ..
             })
         ));
         assert!(matches!(
-            a.check(infer, None),
+            a.check(infer, Credentials::bearer(None)),
             Err(Denied::Unauthenticated(_))
         ));
         assert!(matches!(
-            a.check(infer, Some(b"Bearer nope")),
+            a.check(infer, Credentials::bearer(Some(b"Bearer nope"))),
             Err(Denied::Unauthenticated(m)) if m == "invalid API key"
         ));
         assert!(matches!(
-            a.check(infer, Some(b"Basic cjpy")),
+            a.check(infer, Credentials::bearer(Some(b"Basic cjpy"))),
             Err(Denied::Unauthenticated(_))
         ));
-        assert_eq!(a.check(Need::Open, None), Ok(None));
-        assert_eq!(Auth::disabled().check(admin, None), Ok(None));
+        assert_eq!(a.check(Need::Open, Credentials::default()), Ok(None));
+        assert_eq!(
+            Auth::disabled().check(admin, Credentials::bearer(None)),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -884,7 +1362,9 @@ mod tests {
         let (secret, entry) = new_key("svc", Scope::Write);
         let a = Auth::from_json(&format!(r#"{{"keys": [{entry}]}}"#)).unwrap();
         let p = a
-            .authenticate(Some(format!("Bearer {secret}").as_bytes()))
+            .authenticate(Credentials::bearer(Some(
+                format!("Bearer {secret}").as_bytes(),
+            )))
             .unwrap();
         assert_eq!((p.name.as_str(), p.scope), ("svc", Some(Scope::Write)));
     }

@@ -30,6 +30,13 @@
 //! jwt_scope_claim = "scope"          # or e.g. "realm_access.roles" (Keycloak)
 //! audit_log = "/var/log/inferd/audit.jsonl" # refusals and changes, one JSON object a line
 //! no_auth = false                    # serve without authentication (on 127.0.0.1 by default)
+//! tls_cert = "/etc/inferd/tls/server.crt" # TLS on every port (PEM chain; re-read on change)
+//! tls_key = "/etc/inferd/tls/server.key"
+//! tls_client_ca = "/etc/inferd/tls/clients-ca.crt" # mTLS: client certificates must chain to it
+//! tls_client_cert_optional = false   # with tls_client_ca: clients without a certificate allowed
+//! header_timeout_secs = 30           # to finish a TLS handshake, to send a request's headers
+//! max_header_bytes = 16384           # request line and headers, at most (431 past it)
+//! max_concurrent_per_principal = 512 # requests in flight per key, token subject or certificate
 //! ```
 
 use std::net::IpAddr;
@@ -146,6 +153,35 @@ pub struct ServeArgs {
     /// otherwise.
     #[arg(long, env = "INFERD_NO_AUTH")]
     pub no_auth: bool,
+    /// TLS certificate chain (PEM, leaf first) for every port — REST, gRPC, metrics; re-read
+    /// when it changes, without a restart. Needs --tls-key. Default: plain TCP.
+    #[arg(long, env = "INFERD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "INFERD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// mTLS: CA certificates (PEM) every client certificate must chain to. A client
+    /// certificate's name (URI or DNS SAN, or CN) listed under "certificates" in the keys
+    /// file is a principal. Default: no client certificates.
+    #[arg(long, env = "INFERD_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// With --tls-client-ca: let clients without a certificate connect (they authenticate
+    /// with a key or token). Default: a certificate is required.
+    #[arg(long, env = "INFERD_TLS_CLIENT_CERT_OPTIONAL")]
+    pub tls_client_cert_optional: bool,
+    /// Seconds a client has to finish its TLS handshake and to send a request's headers
+    /// (an idle keep-alive connection is closed after it too). Default: 30.
+    #[arg(long, env = "INFERD_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
+    /// Largest request line and headers (HTTP, 431 past it), or header list (gRPC), in
+    /// bytes. Default: 16 KiB (an OIDC provider's token is 1–2 KiB).
+    #[arg(long, env = "INFERD_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// Requests one principal (key, token subject, certificate; every caller when
+    /// unauthenticated) may have in flight; past it, 429 with Retry-After /
+    /// RESOURCE_EXHAUSTED. 0: unlimited. Default: 512.
+    #[arg(long, env = "INFERD_MAX_CONCURRENT_PER_PRINCIPAL")]
+    pub max_concurrent_per_principal: Option<usize>,
 }
 
 /// The config file's keys: the same names as the flags, in snake_case.
@@ -181,6 +217,13 @@ struct FileConfig {
     auth_metrics: Option<bool>,
     audit_log: Option<PathBuf>,
     no_auth: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    tls_client_cert_optional: Option<bool>,
+    header_timeout_secs: Option<u64>,
+    max_header_bytes: Option<usize>,
+    max_concurrent_per_principal: Option<usize>,
 }
 
 /// The resolved, validated configuration.
@@ -218,6 +261,11 @@ pub struct Config {
     pub audit_log: Option<PathBuf>,
     /// No authentication, on purpose (`--no-auth`).
     pub no_auth: bool,
+    /// `None`: plain TCP.
+    pub tls: Option<crate::tls::TlsFiles>,
+    pub limits: crate::listen::Limits,
+    /// 0: unlimited.
+    pub max_concurrent_per_principal: usize,
 }
 
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
@@ -264,6 +312,49 @@ impl Config {
             leeway_secs: args.jwt_leeway_secs.or(file.jwt_leeway_secs).unwrap_or(30),
         });
         let no_auth = args.no_auth || file.no_auth.unwrap_or(false);
+        let tls_client_ca = args.tls_client_ca.or(file.tls_client_ca);
+        let tls_client_cert_optional =
+            args.tls_client_cert_optional || file.tls_client_cert_optional.unwrap_or(false);
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                cert,
+                key,
+                client_ca: tls_client_ca,
+                client_cert_optional: tls_client_cert_optional,
+            }),
+            (None, None) => {
+                anyhow::ensure!(
+                    tls_client_ca.is_none(),
+                    "--tls-client-ca needs TLS: give --tls-cert and --tls-key too"
+                );
+                None
+            }
+            _ => anyhow::bail!("TLS needs both --tls-cert and --tls-key"),
+        };
+        anyhow::ensure!(
+            !tls_client_cert_optional || tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+            "--tls-client-cert-optional needs --tls-client-ca"
+        );
+        let header_timeout = std::time::Duration::from_secs(
+            args.header_timeout_secs
+                .or(file.header_timeout_secs)
+                .unwrap_or(30),
+        );
+        anyhow::ensure!(
+            !header_timeout.is_zero(),
+            "header_timeout_secs must be at least 1"
+        );
+        let limits = crate::listen::Limits {
+            handshake: header_timeout,
+            header_timeout,
+            max_header_bytes: args
+                .max_header_bytes
+                .or(file.max_header_bytes)
+                .unwrap_or(16 * 1024),
+        };
         anyhow::ensure!(
             api_keys.is_some() || jwt.is_some() || no_auth,
             "no authentication configured: give --api-keys FILE (`inferd keys hash NAME admin` makes a key and its entry) and/or --jwks FILE (an OIDC provider's keys), or pass --no-auth to serve without it (on 127.0.0.1 unless --host says otherwise)"
@@ -332,6 +423,12 @@ impl Config {
             audit_log: args.audit_log.or(file.audit_log),
             auth_metrics: args.auth_metrics || file.auth_metrics.unwrap_or(false),
             no_auth,
+            tls,
+            limits,
+            max_concurrent_per_principal: args
+                .max_concurrent_per_principal
+                .or(file.max_concurrent_per_principal)
+                .unwrap_or(512),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -362,6 +459,21 @@ impl Config {
             self.max_request_bytes >= 1024,
             "max_request_bytes must be at least 1024"
         );
+        anyhow::ensure!(
+            self.limits.max_header_bytes >= 8192,
+            "max_header_bytes must be at least 8192"
+        );
+        if let Some(t) = &self.tls {
+            for (flag, f) in [
+                ("--tls-cert", Some(&t.cert)),
+                ("--tls-key", Some(&t.key)),
+                ("--tls-client-ca", t.client_ca.as_ref()),
+            ] {
+                if let Some(f) = f {
+                    anyhow::ensure!(f.is_file(), "{flag} {} does not exist", f.display());
+                }
+            }
+        }
         anyhow::ensure!(
             self.feature_store == "memory" || self.feature_store.starts_with("redis"),
             "feature_store '{}' must be 'memory' or a redis:// URL",

@@ -33,6 +33,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The request contradicts the state (a name taken, a key defined in a file).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl ApiError {
@@ -101,6 +104,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
         }
     }
 
@@ -165,6 +169,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => tonic::Code::ResourceExhausted,
             ApiError::NotFound(_) => tonic::Code::NotFound,
             ApiError::Unavailable(_) => tonic::Code::Unavailable,
+            ApiError::Conflict(_) => tonic::Code::FailedPrecondition,
         }
     }
 

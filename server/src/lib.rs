@@ -41,8 +41,10 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod infer;
+pub mod listen;
 pub mod proto;
 pub mod state;
+pub mod tls;
 pub mod triton;
 pub mod uploads;
 
@@ -53,12 +55,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use feature_store::FeatureStore;
 use feature_store::ingest::kafka::{Ingester, KafkaConfig};
 use feature_store::ingest::metrics::IngestMetrics;
 use feature_store::registry::ViewRegistry;
 use feature_store::store::OnlineStore;
+use futures::StreamExt;
 use models::metrics::Metrics;
 use models::repository::{Repository, RepositoryOptions};
 use tokio::net::TcpListener;
@@ -207,6 +209,8 @@ pub async fn serve(
 
     let mut auth = auth::Auth::open(cfg.api_keys.as_deref(), cfg.jwt.clone(), cfg.auth_metrics)?;
     auth.audit = auth::Audit::open(cfg.audit_log.as_deref())?;
+    auth.concurrency = auth::Concurrency::new(cfg.max_concurrent_per_principal);
+    auth.open_made_keys(cfg.data_dir.join("keys.json"))?;
     let auth = Arc::new(auth);
     if auth.enabled() {
         auth.watch();
@@ -235,16 +239,24 @@ pub async fn serve(
         "listening"
     );
 
+    let tls = cfg.tls.clone().map(tls::Tls::open).transpose()?;
+    if let Some(t) = &tls {
+        t.watch();
+        tracing::info!(
+            cert = %cfg.tls.as_ref().map(|t| t.cert.display().to_string()).unwrap_or_default(),
+            mutual = t.mutual(),
+            "TLS on every port"
+        );
+    }
+    let incoming = |l: TcpListener, alpn: tls::Alpn| {
+        listen::incoming(l, tls.clone().map(|t| (t, alpn)), cfg.limits)
+    };
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    // TCP_NODELAY on every accepted connection: without it, a response written in two
-    // pieces (HTTP/2 frames) waits for the client's delayed ACK (~40 ms).
-    let nodelay = |tcp: &mut tokio::net::TcpStream| {
-        let _ = tcp.set_nodelay(true);
-    };
     // Every door checked in one place: after routing (the matched route decides), before a
     // handler reads the body; the fallback authenticates before its 404.
     let app = http::router(Arc::clone(&state))
@@ -260,32 +272,41 @@ pub async fn serve(
             Arc::clone(&monitors),
             cfg.max_request_bytes,
         ))
+        .merge(http::keys::router(Arc::clone(&auth)))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&auth),
             auth::http_layer,
         ))
         .fallback({
             let auth = Arc::clone(&auth);
-            move |method, uri, headers| auth::fallback(Arc::clone(&auth), method, uri, headers)
+            move |req| auth::fallback(Arc::clone(&auth), req)
         });
-    let http = tokio::spawn(
-        axum::serve(http_l.tap_io(nodelay), app)
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
-    let metrics_srv = tokio::spawn(
-        axum::serve(
-            metrics_l.tap_io(nodelay),
-            http::metrics_router(Arc::clone(&state)).layer(axum::middleware::from_fn_with_state(
-                Arc::clone(&auth),
-                auth::metrics_layer,
-            )),
-        )
-        .with_graceful_shutdown(stopped(stop_rx.clone()))
-        .into_future(),
-    );
+    // TCP_NODELAY on every accepted connection (listen::incoming): without it, a response
+    // written in two pieces waits for the client's delayed ACK (~40 ms).
+    let http = tokio::spawn(listen::serve_http(
+        incoming(http_l, tls::Alpn::Http1),
+        app,
+        cfg.limits,
+        stopped(stop_rx.clone()),
+    ));
+    let metrics_srv = tokio::spawn(listen::serve_http(
+        incoming(metrics_l, tls::Alpn::Http1),
+        http::metrics_router(Arc::clone(&state)).layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&auth),
+            auth::metrics_layer,
+        )),
+        cfg.limits,
+        stopped(stop_rx.clone()),
+    ));
+    let grpc_incoming = incoming(grpc_l, tls::Alpn::H2).map(Ok::<_, std::io::Error>);
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
+            .http2_max_header_list_size(
+                u32::try_from(cfg.limits.max_header_bytes).unwrap_or(u32::MAX),
+            )
+            // A peer that stops answering pings is dropped.
+            .http2_keepalive_interval(Some(Duration::from_secs(60)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .layer(auth::GrpcAuthLayer(Arc::clone(&auth)))
             .add_service(grpc::InferenceService::server(Arc::clone(&state)))
             .add_service(grpc::registry::RegistryService::server(Arc::clone(&state)))
@@ -304,10 +325,7 @@ pub async fn serve(
                 Arc::clone(&features),
                 cfg.max_request_bytes,
             ))
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(grpc_l).with_nodelay(Some(true)),
-                stopped(stop_rx.clone()),
-            ),
+            .serve_with_incoming_shutdown(grpc_incoming, stopped(stop_rx.clone())),
     );
 
     // Load the repository off the runtime; the servers answer (live, not ready) meanwhile.

@@ -555,3 +555,156 @@ async fn traversal_names_are_refused_on_every_writing_route() {
     let r = reqwest::get(srv.url("/v2/health/ready")).await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_made_by_an_admin_work_at_once_survive_a_restart_and_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, data) = (dir.path().join("keys.json"), dir.path().join("data"));
+    let (srv, repo) = server(&keys, &data).await;
+    let cli = |srv: &Server, key: &str, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_inferd"))
+            .arg("keys")
+            .args(args)
+            .args(["--server", &srv.url("")])
+            .env("INFERD_API_KEY", key)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Made through the CLI with an admin key: the secret is printed once, last line.
+    let (ok, stdout, stderr) = cli(&srv, OPS, &["create", "ranker", "infer"]);
+    assert!(ok, "{stderr}");
+    let secret = stdout.lines().last().unwrap().trim().to_owned();
+    assert!(
+        secret.starts_with("inferd_") && secret.len() == 55,
+        "{stdout}"
+    );
+    let c = reqwest::Client::new();
+    use reqwest::Method as M;
+    let meta = || srv.url("/v2/models/mlp");
+    assert_eq!(status(&c, M::GET, meta(), Some(&secret)).await.0, 200);
+    assert_eq!(
+        status(&c, M::DELETE, srv.url("/api/models/mlp"), Some(&secret))
+            .await
+            .0,
+        403
+    );
+    // gRPC takes it too.
+    let mut g = GrpcInferenceServiceClient::connect(srv.grpc_url())
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(ServerMetadataRequest {});
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {secret}").parse().unwrap());
+    g.server_metadata(req).await.unwrap();
+
+    // Only admin may list or make keys; the list shows names and scopes, never a secret.
+    let (code, _, _) = status(&c, M::GET, srv.url("/api/keys"), Some(READER)).await;
+    assert_eq!(code, 403, "listing keys is admin's");
+    let r = c
+        .post(srv.url("/api/keys"))
+        .bearer_auth(PUSHER)
+        .json(&json!({"name": "x", "scope": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (code, _, body) = status(&c, M::GET, srv.url("/api/keys"), Some(OPS)).await;
+    assert_eq!(code, 200);
+    let list: Value = serde_json::from_str(&body).unwrap();
+    let find = |n: &str| {
+        list["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["name"] == n)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(find("ranker")["source"], "api");
+    assert_eq!(find("ranker")["scope"], "infer");
+    assert_eq!(find("reader")["source"], "file");
+    assert!(
+        !body.contains(&secret) && !body.contains("sha256"),
+        "{body}"
+    );
+    let (ok, stdout, _) = cli(&srv, OPS, &["list"]);
+    assert!(
+        ok && stdout.contains("ranker") && stdout.contains("api"),
+        "{stdout}"
+    );
+    // Stored hashed, owner-only.
+    let stored = std::fs::read_to_string(data.join("keys.json")).unwrap();
+    let digest: String = Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(stored.contains(&digest) && !stored.contains(&secret));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data.join("keys.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "keys.json is readable by others: {mode:o}");
+
+    // Clear refusals: a taken name, a bad name, a bad scope, an unknown key.
+    let post = |body: Value| {
+        c.post(srv.url("/api/keys"))
+            .bearer_auth(OPS)
+            .json(&body)
+            .send()
+    };
+    let r = post(json!({"name": "reader", "scope": "infer"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let r = post(json!({"name": "../etc/passwd", "scope": "infer"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = post(json!({"name": "y", "scope": "root"})).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("infer, write or admin"));
+    let (code, _, _) = status(&c, M::DELETE, srv.url("/api/keys/nobody"), Some(OPS)).await;
+    assert_eq!(code, 404);
+    let (code, _, body) = status(&c, M::DELETE, srv.url("/api/keys/reader"), Some(OPS)).await;
+    assert_eq!(code, 409, "a file key is removed from the file");
+    assert!(body.contains("--api-keys file"), "{body}");
+
+    // A restart keeps it.
+    drop(srv);
+    let srv =
+        Server::start_with_data(repo.path(), &data, &["--api-keys", keys.to_str().unwrap()]).await;
+    assert_eq!(
+        status(&c, M::GET, srv.url("/v2/models/mlp"), Some(&secret))
+            .await
+            .0,
+        200
+    );
+    // Revoked: refused from the next request on, on both transports.
+    let (ok, _, stderr) = cli(&srv, OPS, &["revoke", "ranker"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        status(&c, M::GET, srv.url("/v2/models/mlp"), Some(&secret))
+            .await
+            .0,
+        401
+    );
+    let mut g = GrpcInferenceServiceClient::connect(srv.grpc_url())
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(ServerMetadataRequest {});
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {secret}").parse().unwrap());
+    assert_eq!(
+        g.server_metadata(req).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    let (ok, _, stderr) = cli(&srv, READER, &["create", "sneaky", "admin"]);
+    assert!(!ok && stderr.contains("403"), "{stderr}");
+    drop(repo);
+}

@@ -44,6 +44,8 @@ pub struct Server {
     pub grpc: u16,
     pub metrics: u16,
     log: PathBuf,
+    /// `https` when the server was started with TLS ([`Server::start_tls`]).
+    scheme: &'static str,
     _data: Option<tempfile::TempDir>,
 }
 
@@ -51,12 +53,21 @@ impl Server {
     pub async fn start(repo: &Path, extra: &[&str]) -> Server {
         let data = tempfile::tempdir().unwrap();
         let dir = data.path().to_path_buf();
-        Server::launch(repo, &dir, Some(data), extra).await
+        Server::launch(repo, &dir, Some(data), extra, None).await
+    }
+
+    /// Starts with TLS (`extra` has `--tls-cert` and `--tls-key`); `client` trusts its CA
+    /// (and presents a client certificate if the server asks for one) and is used for the
+    /// readiness check; [`Server::url`] answers `https://` addresses.
+    pub async fn start_tls(repo: &Path, extra: &[&str], client: &reqwest::Client) -> Server {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().to_path_buf();
+        Server::launch(repo, &dir, Some(data), extra, Some(client)).await
     }
 
     /// Starts on a data directory the caller keeps, e.g. to start again on the same state.
     pub async fn start_with_data(repo: &Path, data_dir: &Path, extra: &[&str]) -> Server {
-        Server::launch(repo, data_dir, None, extra).await
+        Server::launch(repo, data_dir, None, extra, None).await
     }
 
     async fn launch(
@@ -64,6 +75,7 @@ impl Server {
         data_dir: &Path,
         data: Option<tempfile::TempDir>,
         extra: &[&str],
+        tls_client: Option<&reqwest::Client>,
     ) -> Server {
         let (http, grpc, metrics) = (free_port(), free_port(), free_port());
         let log = data_dir.join(format!("server-{http}.log"));
@@ -93,14 +105,21 @@ impl Server {
             grpc,
             metrics,
             log,
+            scheme: if tls_client.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             _data: data,
         };
+        let plain = reqwest::Client::new();
+        let client = tls_client.unwrap_or(&plain);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = s.child.try_wait() {
                 panic!("inferd exited ({status}) before it was ready:\n{}", s.log());
             }
-            let ready = reqwest::get(s.url("/v2/health/ready")).await;
+            let ready = client.get(s.url("/v2/health/ready")).send().await;
             if ready.is_ok_and(|r| r.status() == 200) {
                 return s;
             }
@@ -114,11 +133,11 @@ impl Server {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http)
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.http)
     }
 
     pub fn grpc_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.grpc)
+        format!("{}://127.0.0.1:{}", self.scheme, self.grpc)
     }
 
     pub fn log(&self) -> String {

@@ -10,6 +10,7 @@ pub mod drift;
 pub mod embeddings;
 pub mod experiments;
 pub mod features;
+pub mod keys;
 pub mod models;
 pub mod v2;
 

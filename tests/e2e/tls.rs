@@ -1,0 +1,423 @@
+//! TLS and mTLS against the real binary, with certificate authorities made by the test
+//! (rcgen): REST, gRPC and metrics over TLS; plain clients and clients that trust another CA
+//! refused; a certificate rotated on disk served to the next connection while a connection
+//! opened before keeps working; mTLS refusing a certificate from another CA or none, and a
+//! listed certificate name being a principal with its scope.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use serde_json::{Value, json};
+use server::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use server::proto::inference::{ServerLiveRequest, ServerMetadataRequest};
+use sha2::{Digest, Sha256};
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::common::{self, Server};
+
+const READER: &str = "tls-reader-secret";
+
+/// A test certificate authority.
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn ca(name: &str) -> Ca {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let key = KeyPair::generate().unwrap();
+    let pem = p.self_signed(&key).unwrap().pem();
+    Ca {
+        pem,
+        issuer: Issuer::new(p, key),
+    }
+}
+
+/// A certificate signed by `ca` (PEM certificate, PEM key).
+fn leaf(ca: &Ca, cn: &str, sans: Vec<SanType>, usage: ExtendedKeyUsagePurpose) -> (String, String) {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.subject_alt_names = sans;
+    p.extended_key_usages = vec![usage];
+    p.use_authority_key_identifier_extension = true;
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &ca.issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn server_cert(ca: &Ca) -> (String, String) {
+    leaf(
+        ca,
+        "inferd test server",
+        vec![
+            SanType::IpAddress([127, 0, 0, 1].into()),
+            SanType::DnsName("localhost".try_into().unwrap()),
+        ],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    )
+}
+
+fn client_cert(ca: &Ca, uri: &str) -> (String, String) {
+    leaf(
+        ca,
+        "inferd test client",
+        vec![SanType::URI(uri.try_into().unwrap())],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    )
+}
+
+/// Written aside and renamed, as a certificate manager does: never half a file.
+fn write(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn key_entry(name: &str, secret: &str, scope: &str) -> Value {
+    let hex: String = Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    json!({"name": name, "sha256": hex, "scopes": [scope]})
+}
+
+/// A client that trusts `ca` only (no system roots), optionally presenting a certificate.
+fn https_client(ca: &Ca, identity: Option<&(String, String)>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap());
+    if let Some((cert, key)) = identity {
+        b = b.identity(reqwest::Identity::from_pem(format!("{cert}\n{key}").as_bytes()).unwrap());
+    }
+    b.build().unwrap()
+}
+
+async fn grpc_channel(
+    srv: &Server,
+    ca: &Ca,
+    identity: Option<&(String, String)>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&ca.pem))
+        .domain_name("localhost");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Endpoint::from_shared(srv.grpc_url())
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+fn with_key<T>(msg: T, key: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_port_speaks_tls_and_a_rotated_certificate_is_served_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+    let keys = dir.path().join("keys.json");
+    write(
+        &keys,
+        &json!({"keys": [key_entry("reader", READER, "infer")]}).to_string(),
+    );
+    let ca1 = ca("inferd test CA 1");
+    let (cert, key) = server_cert(&ca1);
+    write(&cert_file, &cert);
+    write(&key_file, &key);
+    let repo = common::repo(&[("mlp", None)]);
+    let old_client = https_client(&ca1, None);
+    let srv = Server::start_tls(
+        repo.path(),
+        &[
+            "--api-keys",
+            keys.to_str().unwrap(),
+            "--tls-cert",
+            cert_file.to_str().unwrap(),
+            "--tls-key",
+            key_file.to_str().unwrap(),
+        ],
+        &old_client,
+    )
+    .await;
+
+    // REST: health open, the rest asks for a key, over TLS.
+    let get = |c: &reqwest::Client, path: &str, key: Option<&str>| {
+        let mut r = c.get(srv.url(path));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send()
+    };
+    assert_eq!(
+        get(&old_client, "/v2/health/ready", None)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        get(&old_client, "/v2/models/mlp", None)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let r = get(&old_client, "/v2/models/mlp", Some(READER))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["name"], "mlp");
+    // A plain-HTTP client gets no answer from a TLS port; nor does one trusting another CA.
+    let plain = reqwest::get(format!("http://127.0.0.1:{}/v2/health/ready", srv.http)).await;
+    assert!(plain.is_err() || plain.unwrap().status() != 200);
+    let stranger = https_client(&ca("some other CA"), None);
+    assert!(get(&stranger, "/v2/health/ready", None).await.is_err());
+    // Metrics, over TLS too.
+    let m = old_client
+        .get(format!("https://127.0.0.1:{}/metrics", srv.metrics))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(m.status(), 200);
+    assert!(m.text().await.unwrap().contains("inferd_"));
+
+    // gRPC over TLS (ALPN h2): the same keys decide.
+    let ch = grpc_channel(&srv, &ca1, None).await.unwrap();
+    let mut g = GrpcInferenceServiceClient::new(ch);
+    assert!(
+        g.server_live(ServerLiveRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .live
+    );
+    let e = g
+        .server_metadata(ServerMetadataRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let md = g
+        .server_metadata(with_key(ServerMetadataRequest {}, READER))
+        .await
+        .unwrap();
+    assert_eq!(md.into_inner().name, "inferd");
+
+    // Rotate: a certificate from another CA written over the files. New connections get
+    // it (a client trusting only the new CA succeeds), with no restart; the connection
+    // the old client opened before keeps serving it (a new handshake would fail: it trusts
+    // only the old CA).
+    let ca2 = ca("inferd test CA 2");
+    let (cert2, key2) = server_cert(&ca2);
+    write(&key_file, &key2);
+    write(&cert_file, &cert2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // A new client each time: a fresh connection, a fresh handshake.
+        if let Ok(r) = get(&https_client(&ca2, None), "/v2/health/live", None).await {
+            assert_eq!(r.status(), 200);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rotated certificate was never served:\n{}",
+            srv.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = get(&old_client, "/v2/models/mlp", Some(READER))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the connection opened before the rotation was dropped"
+    );
+    assert!(
+        get(&https_client(&ca1, None), "/v2/health/live", None)
+            .await
+            .is_err(),
+        "a new connection still got the old certificate"
+    );
+    let ch = grpc_channel(&srv, &ca2, None).await.unwrap();
+    assert!(
+        GrpcInferenceServiceClient::new(ch)
+            .server_live(ServerLiveRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .live
+    );
+    // The old gRPC channel's connection was opened before the rotation: still served.
+    assert!(
+        g.server_live(ServerLiveRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .live
+    );
+
+    // A key and certificate that do not pair are refused, and the certificate in force stays.
+    let (_, stray_key) = server_cert(&ca2);
+    write(&key_file, &stray_key);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        get(&https_client(&ca2, None), "/v2/health/live", None)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(
+        srv.log().contains("keeping the certificate in force"),
+        "{}",
+        srv.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_takes_only_certificates_from_its_ca_and_maps_their_names_to_scopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |n: &str, text: &str| {
+        let p = dir.path().join(n);
+        write(&p, text);
+        p.to_str().unwrap().to_owned()
+    };
+    let server_ca = ca("inferd server CA");
+    let clients_ca = ca("inferd clients CA");
+    let (cert, key) = server_cert(&server_ca);
+    let ranker = client_cert(&clients_ca, "spiffe://test.example/ns/ml/sa/ranker");
+    let unlisted = client_cert(&clients_ca, "spiffe://test.example/ns/ml/sa/unlisted");
+    let forged = client_cert(
+        &ca("an attacker's CA"),
+        "spiffe://test.example/ns/ml/sa/ranker",
+    );
+    let keys = file(
+        "keys.json",
+        &json!({
+            "keys": [key_entry("reader", READER, "infer")],
+            "certificates": [{"name": "spiffe://test.example/ns/ml/sa/ranker", "scopes": ["infer"]}],
+        })
+        .to_string(),
+    );
+    let args = [
+        "--api-keys".to_owned(),
+        keys,
+        "--tls-cert".into(),
+        file("server.crt", &cert),
+        "--tls-key".into(),
+        file("server.key", &key),
+        "--tls-client-ca".into(),
+        file("clients-ca.crt", &clients_ca.pem),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let repo = common::repo(&[("mlp", None)]);
+    let as_ranker = https_client(&server_ca, Some(&ranker));
+    let srv = Server::start_tls(repo.path(), &args, &as_ranker).await;
+    let get = |c: &reqwest::Client, method: reqwest::Method, path: &str| {
+        c.request(method, srv.url(path)).send()
+    };
+    use reqwest::Method as M;
+
+    // The listed certificate is the principal: its scope (infer) decides, no key needed.
+    assert_eq!(
+        get(&as_ranker, M::GET, "/v2/models/mlp")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = as_ranker
+        .post(srv.url("/v2/models/mlp/infer"))
+        .json(&json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": vec![0.5; 64]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = get(&as_ranker, M::DELETE, "/api/models/mlp").await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("spiffe://test.example/ns/ml/sa/ranker")
+    );
+    // A certificate from the right CA whose names are not listed: 401, saying what to list.
+    let r = get(
+        &https_client(&server_ca, Some(&unlisted)),
+        M::GET,
+        "/v2/models/mlp",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("is not a principal"));
+    // ... but it may still authenticate with a key.
+    let r = https_client(&server_ca, Some(&unlisted))
+        .get(srv.url("/v2/models/mlp"))
+        .bearer_auth(READER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // No certificate, or one from another CA: no connection at all.
+    assert!(
+        get(&https_client(&server_ca, None), M::GET, "/v2/health/live")
+            .await
+            .is_err()
+    );
+    assert!(
+        get(
+            &https_client(&server_ca, Some(&forged)),
+            M::GET,
+            "/v2/health/live"
+        )
+        .await
+        .is_err()
+    );
+
+    // gRPC: the same.
+    let ch = grpc_channel(&srv, &server_ca, Some(&ranker)).await.unwrap();
+    let md = GrpcInferenceServiceClient::new(ch)
+        .server_metadata(ServerMetadataRequest {})
+        .await
+        .unwrap();
+    assert_eq!(md.into_inner().name, "inferd");
+    for identity in [None, Some(&forged)] {
+        let refused = match grpc_channel(&srv, &server_ca, identity).await {
+            Err(_) => true,
+            Ok(ch) => GrpcInferenceServiceClient::new(ch)
+                .server_live(ServerLiveRequest {})
+                .await
+                .is_err(),
+        };
+        assert!(
+            refused,
+            "a client without a valid certificate was served over gRPC"
+        );
+    }
+    // The server kept serving throughout.
+    assert_eq!(
+        get(&as_ranker, M::GET, "/v2/health/ready")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
