@@ -31,7 +31,7 @@ enum Command {
     Experiments(experiments_cli::ExperimentsArgs),
     /// Drift monitors: set a reference, show verdicts; `watch` monitors a fleet from Kafka.
     Drift(drift_cli::DriftArgs),
-    /// API keys for --api-keys: `hash NAME SCOPE` makes one.
+    /// API keys: `hash NAME SCOPE` makes one for --api-keys; `create`, `list`, `revoke` on a server.
     Keys(keys_cli::KeysArgs),
 }
 
