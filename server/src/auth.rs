@@ -371,12 +371,24 @@ impl Auth {
     /// file that no longer parses keeps the keys in force (and says why in the log).
     pub fn watch(self: &Arc<Self>) {
         if let Some(jwt) = &self.jwt {
-            let auth = Arc::clone(self);
-            on_change(jwt.config.jwks.clone(), move || {
-                if let Some(jwt) = &auth.jwt {
-                    jwt.reload();
+            match &jwt.config.jwks {
+                JwksSource::File(path) => {
+                    let auth = Arc::clone(self);
+                    on_change(path.clone(), move || {
+                        if let Some(jwt) = &auth.jwt {
+                            jwt.reload();
+                        }
+                    });
                 }
-            });
+                JwksSource::Url { .. } => {
+                    let auth = Arc::clone(self);
+                    tokio::spawn(async move {
+                        if let Some(jwt) = &auth.jwt {
+                            jwt.refresh_periodically().await;
+                        }
+                    });
+                }
+            }
         }
         if let Some(file) = self.file.clone() {
             let auth = Arc::clone(self);
@@ -744,12 +756,35 @@ pub const ANONYMOUS: &str = "anonymous (--no-auth)";
 /// refused before it is decoded.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
+/// Where the token-signing keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// A JWKS file, re-read when it changes.
+    File(PathBuf),
+    /// An OIDC provider's `jwks_uri` (`https://`; `http://` is accepted for a provider on a
+    /// trusted network, with a warning): fetched at start, every `refresh_secs`, and when a
+    /// token names a key id the set lacks — at most once per `min_refresh_secs`.
+    Url {
+        url: String,
+        refresh_secs: u64,
+        min_refresh_secs: u64,
+    },
+}
+
+impl std::fmt::Display for JwksSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwksSource::File(p) => write!(f, "{}", p.display()),
+            JwksSource::Url { url, .. } => f.write_str(url),
+        }
+    }
+}
+
 /// How bearer JWTs are verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwtConfig {
-    /// A JWKS file (`{"keys": [...]}`, as an OIDC provider's `jwks_uri` serves it), re-read
-    /// when it changes.
-    pub jwks: PathBuf,
+    /// The JWKS (`{"keys": [...]}`, as an OIDC provider's `jwks_uri` serves it).
+    pub jwks: JwksSource,
     /// Required `iss`, when set.
     pub issuer: Option<String>,
     /// Required `aud` (one of), when set.
@@ -764,19 +799,157 @@ pub struct JwtConfig {
 struct Jwt {
     config: JwtConfig,
     keys: ArcSwap<jsonwebtoken::jwk::JwkSet>,
+    /// With a JWKS URL: its client and when it was last asked.
+    fetcher: Option<Fetcher>,
 }
+
+struct Fetcher {
+    url: String,
+    client: reqwest::Client,
+    refresh: Duration,
+    min_refresh: Duration,
+    /// When the last fetch started (`None`: never), and whether one is in flight.
+    last: std::sync::Mutex<(Option<std::time::Instant>, bool)>,
+    /// Wakes the refresher early (a token named an unknown key id).
+    wake: tokio::sync::Notify,
+}
+
+/// The largest JWKS accepted from a URL (a provider's is a few KiB).
+const MAX_JWKS_BYTES: usize = 1 << 20;
 
 impl Jwt {
     fn open(config: JwtConfig) -> anyhow::Result<Jwt> {
-        let keys = read_jwks(&config.jwks)?;
+        let (keys, fetcher) = match &config.jwks {
+            JwksSource::File(path) => (read_jwks(path)?, None),
+            JwksSource::Url {
+                url,
+                refresh_secs,
+                min_refresh_secs,
+            } => {
+                let parsed =
+                    reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("--jwks {url}: {e}"))?;
+                anyhow::ensure!(
+                    matches!(parsed.scheme(), "https" | "http"),
+                    "--jwks {url}: give a file or an https:// URL"
+                );
+                if parsed.scheme() == "http" {
+                    tracing::warn!(%url, "the JWKS is fetched over plain HTTP: anyone on the path can swap the keys that sign tokens; use https");
+                }
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    // A provider's keys never move: a redirect is refused, not followed.
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| anyhow::anyhow!("--jwks {url}: {e}"))?;
+                let fetcher = Fetcher {
+                    url: url.clone(),
+                    client,
+                    refresh: Duration::from_secs((*refresh_secs).max(1)),
+                    min_refresh: Duration::from_secs(*min_refresh_secs),
+                    last: std::sync::Mutex::new((None, false)),
+                    wake: tokio::sync::Notify::new(),
+                };
+                (
+                    jsonwebtoken::jwk::JwkSet { keys: Vec::new() },
+                    Some(fetcher),
+                )
+            }
+        };
         Ok(Jwt {
             config,
             keys: ArcSwap::from_pointee(keys),
+            fetcher,
         })
     }
 
+    /// Fetches the JWKS now, unless one was fetched less than `min_refresh` ago or is in
+    /// flight. Returns whether it fetched.
+    async fn fetch(&self) -> bool {
+        let Some(f) = &self.fetcher else {
+            return false;
+        };
+        {
+            let mut last = f
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let recent = last.0.is_some_and(|t| t.elapsed() < f.min_refresh);
+            if recent || last.1 {
+                return false;
+            }
+            *last = (Some(std::time::Instant::now()), true);
+        }
+        let result = async {
+            let mut r = f
+                .client
+                .get(&f.url)
+                .header(reqwest::header::ACCEPT, "application/json")
+                .send()
+                .await
+                .map_err(|e| format!("{e}"))?;
+            if !r.status().is_success() {
+                return Err(format!("the provider answered {}", r.status()));
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = r.chunk().await.map_err(|e| e.to_string())? {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_JWKS_BYTES {
+                    return Err(format!("the JWKS is larger than {MAX_JWKS_BYTES} bytes"));
+                }
+            }
+            serde_json::from_slice::<jsonwebtoken::jwk::JwkSet>(&body)
+                .map_err(|e| format!("not a JWKS: {e}"))
+        }
+        .await;
+        match result {
+            Ok(k) => {
+                tracing::info!(keys = k.keys.len(), url = %f.url, "JWKS fetched");
+                self.keys.store(Arc::new(k));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, url = %f.url, "fetching the JWKS failed; keeping the keys in force");
+            }
+        }
+        f.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1 = false;
+        true
+    }
+
+    /// The JWKS URL's refresher: fetches at once, then every `refresh` (every `min_refresh`
+    /// while no key has been fetched yet), and early when [`Jwt::verify`] meets an unknown
+    /// key id.
+    async fn refresh_periodically(&self) {
+        let Some(f) = &self.fetcher else {
+            return;
+        };
+        loop {
+            self.fetch().await;
+            let wait = if self.keys.load().keys.is_empty() {
+                f.min_refresh.max(Duration::from_secs(1))
+            } else {
+                f.refresh
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = f.wake.notified() => {
+                    // At most one fetch per min_refresh, however many unknown key ids come.
+                    let since = f.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0;
+                    if let Some(t) = since {
+                        let left = f.min_refresh.saturating_sub(t.elapsed());
+                        tokio::time::sleep(left).await;
+                    }
+                }
+            }
+        }
+    }
+
     fn reload(&self) {
-        match read_jwks(&self.config.jwks) {
+        let JwksSource::File(path) = &self.config.jwks else {
+            return;
+        };
+        match read_jwks(path) {
             Ok(k) => {
                 tracing::info!(keys = k.keys.len(), "JWKS reloaded");
                 self.keys.store(Arc::new(k));
@@ -810,9 +983,17 @@ impl Jwt {
             .as_deref()
             .ok_or_else(|| bad("it names no key (kid)".into()))?;
         let keys = self.keys.load();
-        let jwk = keys
-            .find(kid)
-            .ok_or_else(|| bad(format!("unknown key id '{kid}'")))?;
+        let Some(jwk) = keys.find(kid) else {
+            // Perhaps the provider rotated its keys: ask for them again (rate-limited); the
+            // client's retry succeeds once they are in.
+            if let Some(f) = &self.fetcher {
+                f.wake.notify_one();
+                return Err(bad(format!(
+                    "unknown key id '{kid}' (the provider's keys are being fetched again: retry in a few seconds)"
+                )));
+            }
+            return Err(bad(format!("unknown key id '{kid}'")));
+        };
         // The key decides the algorithm family: an RSA key never verifies an HMAC or EC
         // signature, whatever the header says.
         let fits = match (&jwk.algorithm, header.alg) {

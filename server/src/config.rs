@@ -25,7 +25,10 @@
 //! drift_kafka_brokers = "kafka-1:9092" # default: kafka_brokers
 //! api_keys = "/etc/inferd/keys.json" # API keys with their scopes; default: no authentication
 //! auth_metrics = false               # the metrics port asks for a key too
-//! jwks = "/etc/inferd/jwks.json"     # bearer JWTs signed by these keys (RS256, ES256, EdDSA)
+//! jwks = "/etc/inferd/jwks.json"     # bearer JWTs signed by these keys (RS256, ES256, EdDSA),
+//!                                    # or the provider's jwks_uri (https://idp/.../certs)
+//! jwks_refresh_secs = 300            # with a URL: between fetches (and at most once per
+//! jwks_min_refresh_secs = 10         #   this when tokens name unknown key ids)
 //! jwt_issuer = "https://idp.example/realms/ml" # required iss; jwt_audience: required aud
 //! jwt_scope_claim = "scope"          # or e.g. "realm_access.roles" (Keycloak)
 //! audit_log = "/var/log/inferd/audit.jsonl" # refusals and changes, one JSON object a line
@@ -124,8 +127,10 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_API_KEYS")]
     pub api_keys: Option<PathBuf>,
     /// A JWKS file (as an OIDC provider serves it at its `jwks_uri`; re-read when it
-    /// changes): bearer JWTs signed by its keys (RS256, ES256, EdDSA) are accepted, their
-    /// scopes read from --jwt-scope-claim. Default: none.
+    /// changes), or the provider's `jwks_uri` itself (https://...; fetched at start, every
+    /// --jwks-refresh-secs, and when a token names an unknown key id): bearer JWTs signed by
+    /// its keys (RS256, ES256, EdDSA) are accepted, their scopes read from
+    /// --jwt-scope-claim. Default: none.
     #[arg(long, env = "INFERD_JWKS")]
     pub jwks: Option<PathBuf>,
     /// Required `iss` of a token (the OIDC issuer URL). Default: not checked.
@@ -141,6 +146,13 @@ pub struct ServeArgs {
     /// Clock skew allowed on a token's `exp` and `nbf`, seconds. Default: 30.
     #[arg(long, env = "INFERD_JWT_LEEWAY_SECS")]
     pub jwt_leeway_secs: Option<u64>,
+    /// With a JWKS URL: seconds between fetches. Default: 300.
+    #[arg(long, env = "INFERD_JWKS_REFRESH_SECS")]
+    pub jwks_refresh_secs: Option<u64>,
+    /// With a JWKS URL: the least seconds between two fetches, however many tokens name an
+    /// unknown key id. Default: 10.
+    #[arg(long, env = "INFERD_JWKS_MIN_REFRESH_SECS")]
+    pub jwks_min_refresh_secs: Option<u64>,
     /// The metrics port asks for an API key too (any scope). Default: open.
     #[arg(long, env = "INFERD_AUTH_METRICS")]
     pub auth_metrics: bool,
@@ -214,6 +226,8 @@ struct FileConfig {
     jwt_audience: Option<String>,
     jwt_scope_claim: Option<String>,
     jwt_leeway_secs: Option<u64>,
+    jwks_refresh_secs: Option<u64>,
+    jwks_min_refresh_secs: Option<u64>,
     auth_metrics: Option<bool>,
     audit_log: Option<PathBuf>,
     no_auth: Option<bool>,
@@ -301,8 +315,27 @@ impl Config {
             .or(file.kafka_brokers)
             .filter(|b| !b.trim().is_empty());
         let api_keys = args.api_keys.or(file.api_keys);
+        let (refresh_secs, min_refresh_secs) = (
+            args.jwks_refresh_secs
+                .or(file.jwks_refresh_secs)
+                .unwrap_or(300),
+            args.jwks_min_refresh_secs
+                .or(file.jwks_min_refresh_secs)
+                .unwrap_or(10),
+        );
         let jwt = args.jwks.or(file.jwks).map(|jwks| crate::auth::JwtConfig {
-            jwks,
+            jwks: {
+                let s = jwks.to_string_lossy();
+                if s.starts_with("https://") || s.starts_with("http://") {
+                    crate::auth::JwksSource::Url {
+                        url: s.into_owned(),
+                        refresh_secs,
+                        min_refresh_secs,
+                    }
+                } else {
+                    crate::auth::JwksSource::File(jwks)
+                }
+            },
             issuer: args.jwt_issuer.or(file.jwt_issuer),
             audience: args.jwt_audience.or(file.jwt_audience),
             scope_claim: args

@@ -216,7 +216,7 @@ pub async fn serve(
         auth.watch();
         tracing::info!(
             keys = %cfg.api_keys.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
-            jwks = %cfg.jwt.as_ref().map(|j| j.jwks.display().to_string()).unwrap_or_default(),
+            jwks = %cfg.jwt.as_ref().map(|j| j.jwks.to_string()).unwrap_or_default(),
             "credentials required on every route but health"
         );
     } else {
