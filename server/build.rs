@@ -16,6 +16,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", proto_dir.join(f).display());
     }
     let descriptors = protox::compile(files, [&proto_dir])?;
+    // Every gRPC method the protos define, for the route list (`GET /api/routes`) and the
+    // test that walks every method against every scope.
+    let mut methods = String::from(
+        "/// Every gRPC method of the compiled protos: (path, client streaming, server streaming).\npub const GRPC_METHODS: &[(&str, bool, bool)] = &[\n",
+    );
+    for file in &descriptors.file {
+        for service in &file.service {
+            for m in &service.method {
+                methods.push_str(&format!(
+                    "    (\"/{}.{}/{}\", {}, {}),\n",
+                    file.package(),
+                    service.name(),
+                    m.name(),
+                    m.client_streaming(),
+                    m.server_streaming()
+                ));
+            }
+        }
+    }
+    methods.push_str("];\n");
+    std::fs::write(
+        std::path::Path::new(&std::env::var("OUT_DIR")?).join("grpc_methods.rs"),
+        methods,
+    )?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -1186,12 +1186,14 @@ pub fn http_need(method: &Method, route: Option<&str>) -> Need {
     match (method.as_str(), route) {
         ("GET", "/v2/health/live" | "/v2/health/ready") => Need::Open,
         // Who may call: admin only, though it reads.
-        ("GET" | "HEAD", "/api/keys") => Need::Scope(Scope::Admin),
+        ("GET" | "HEAD", "/api/keys" | "/api/routes") => Need::Scope(Scope::Admin),
         ("GET" | "HEAD", _) => Need::Scope(Scope::Infer),
         (
             "POST",
             "/v2/models/{m}/infer"
             | "/v2/models/{m}/versions/{v}/infer"
+            // A read (the models and their states), as gRPC's RepositoryIndex.
+            | "/v2/repository/index"
             | "/v1/embeddings"
             | "/api/collections/{c}/search"
             | "/api/collections/{c}/search/batch"
@@ -1292,22 +1294,45 @@ fn denied_principal(d: &Denied) -> Option<&str> {
 /// The app's fallback (no route matched): a valid key first, then the 404, so a caller
 /// without one learns nothing about which paths exist.
 pub async fn fallback(auth: Arc<Auth>, req: Request) -> Response {
+    if let Some(refused) = authenticate_unrouted(&auth, &req) {
+        return refused;
+    }
+    crate::error::ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
+    .into_response()
+}
+
+/// The app's method-not-allowed fallback (a path served with other methods): a valid key
+/// first, then the 405.
+pub async fn method_not_allowed(auth: Arc<Auth>, req: Request) -> Response {
+    if let Some(refused) = authenticate_unrouted(&auth, &req) {
+        return refused;
+    }
+    crate::http::method_not_allowed(req.method(), req.uri())
+}
+
+/// For a request no route takes: `None` when it may learn that (valid credentials of any
+/// scope, or authentication off), else the refusal (audited).
+fn authenticate_unrouted(auth: &Auth, req: &Request) -> Option<Response> {
     let (method, uri) = (req.method(), req.uri());
-    if auth.enabled()
-        && let Err(d) = auth.check(
+    if !auth.enabled() {
+        return None;
+    }
+    let d = auth
+        .check(
             http_need(method, None),
             Credentials::of(req.headers(), req.extensions()),
         )
-    {
-        auth.audit.record(
-            serde_json::json!({"transport": "http", "principal": denied_principal(&d),
-            "method": method.as_str(), "route": null, "target": uri.path(),
-            "result": format!("refused: {}", d.message())}),
-        );
-        return http_refusal(&d);
-    }
-    crate::error::ApiError::NotFound(format!("no route for {method} {}", uri.path()))
-        .into_response()
+        .err()?;
+    auth.audit.record(
+        serde_json::json!({"transport": "http", "principal": denied_principal(&d),
+        "method": method.as_str(), "route": null, "target": uri.path(),
+        "result": format!("refused: {}", d.message())}),
+    );
+    Some(http_refusal(&d))
 }
 
 /// The metrics port's layer: open unless `--auth-metrics`, then any valid key.

@@ -12,3 +12,5 @@ pub mod inference {
 pub mod inferd {
     tonic::include_proto!("inferd.v1");
 }
+
+include!(concat!(env!("OUT_DIR"), "/grpc_methods.rs"));

@@ -18,6 +18,7 @@ mod limits;
 mod overload;
 mod quickstart;
 mod registry;
+mod routes;
 mod semantic_search;
 mod shutdown;
 mod tls;

@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use crate::http::At;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::routing::{get, post, put};
@@ -44,16 +45,16 @@ pub fn router(store: Arc<Store>) -> Router {
 /// [`router`] with the server's `--max-request-bytes`.
 pub fn router_with_limit(store: Arc<Store>, max_request_bytes: usize) -> Router {
     Router::new()
-        .route("/api/collections", get(list))
-        .route(
+        .at("/api/collections", get(list))
+        .at(
             "/api/collections/{c}",
             put(create).get(info).delete(delete_collection),
         )
-        .route("/api/collections/{c}/points", put(upsert))
-        .route("/api/collections/{c}/points/delete", post(delete_points))
-        .route("/api/collections/{c}/points/{id}", get(get_point))
-        .route("/api/collections/{c}/search", post(search))
-        .route("/api/collections/{c}/search/batch", post(search_batch))
+        .at("/api/collections/{c}/points", put(upsert))
+        .at("/api/collections/{c}/points/delete", post(delete_points))
+        .at("/api/collections/{c}/points/{id}", get(get_point))
+        .at("/api/collections/{c}/search", post(search))
+        .at("/api/collections/{c}/search/batch", post(search_batch))
         .with_state(Ctx {
             store,
             limit: max_request_bytes,

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::http::At;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
@@ -29,9 +30,9 @@ type St = State<Ctx>;
 /// The drift API with its state applied, ready to `.merge()` into an HTTP app.
 pub fn router(monitors: Arc<Monitors>, max_request_bytes: usize) -> Router {
     Router::new()
-        .route("/api/drift", get(list))
-        .route("/api/drift/{model}", get(status).put(put).delete(delete))
-        .route(
+        .at("/api/drift", get(list))
+        .at("/api/drift/{model}", get(status).put(put).delete(delete))
+        .at(
             "/api/drift/{model}/reference",
             get(reference).put(put_reference).delete(delete_reference),
         )

@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::http::At;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -52,16 +53,16 @@ pub fn router(fs: Arc<FeatureStore>) -> Router {
 /// [`router`] with the server's `--max-request-bytes`.
 pub fn router_with_limit(fs: Arc<FeatureStore>, max_request_bytes: usize) -> Router {
     Router::new()
-        .route("/api/feature-views", get(list_views))
-        .route(
+        .at("/api/feature-views", get(list_views))
+        .at(
             "/api/feature-views/{name}",
             get(get_view).put(put_view).delete(delete_view),
         )
-        .route(
+        .at(
             "/api/features/get-online-features",
             post(get_online_features),
         )
-        .route("/api/features/push", post(push))
+        .at("/api/features/push", post(push))
         .with_state(Ctx {
             fs,
             limit: max_request_bytes,

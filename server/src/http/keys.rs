@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::http::At;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -22,8 +23,8 @@ const MAX_BODY: usize = 4096;
 
 pub fn router(auth: Arc<Auth>) -> Router {
     Router::new()
-        .route("/api/keys", get(list).post(create))
-        .route("/api/keys/{name}", delete(revoke))
+        .at("/api/keys", get(list).post(create))
+        .at("/api/keys/{name}", delete(revoke))
         .with_state(auth)
 }
 
