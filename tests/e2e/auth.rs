@@ -221,19 +221,44 @@ async fn a_refused_upload_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (srv, repo) = server(&dir.path().join("keys.json"), &data).await;
-    let c = reqwest::Client::new();
-    let r = c
-        .post(srv.url("/api/models/intruder/versions"))
-        .bearer_auth(READER)
-        .header("content-type", "application/octet-stream")
-        .body(vec![0u8; 8 << 20])
-        .send()
-        .await;
-    // The server may answer before reading the body and close: either way, refused.
-    if let Ok(r) = r {
-        assert_eq!(r.status(), 403);
-    }
-    let r = c
+    // A 64 MiB chunked upload with an infer key, over a raw socket: the headers alone.
+    let addr = format!("127.0.0.1:{}", srv.http);
+    let (head, written) = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(
+            format!(
+                "POST /api/models/intruder/versions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READER}\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        // The refusal comes before a single byte of the body is sent: nothing of it can
+        // have been read.
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+        // Then the body, 1 MiB chunks: the server has closed the connection, so the
+        // writes fail once the sockets' buffers are full, far short of 64 MiB.
+        let chunk = [b'A'; 1 << 20];
+        let mut written = 0usize;
+        while written < 64 << 20 {
+            let frame = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+            if s.write_all(&frame).is_err() {
+                break;
+            }
+            written += chunk.len();
+        }
+        (head, written)
+    })
+    .await
+    .unwrap();
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert!(
+        written < 32 << 20,
+        "the connection took {written} bytes of a refused upload"
+    );
+    let r = reqwest::Client::new()
         .get(srv.url("/api/models/intruder"))
         .bearer_auth(OPS)
         .send()
