@@ -12,6 +12,7 @@ mod drift;
 mod embeddings;
 mod experiments;
 mod features;
+mod fuzz;
 mod grpc;
 mod jwt;
 mod limits;
