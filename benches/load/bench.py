@@ -4,7 +4,10 @@
 Serves the digits-sized MLP (tests/fixtures/models/mlp: FP32 [-1,64] -> [-1,10]) with
   - inferd, dynamic batching on (the default),
   - inferd, batching off (a copy of the model with config.toml `max_batch_size = 0`),
-  - inferd with an API key required on every request (--api-keys; --skip-auth leaves it out),
+  - inferd with an API key required on every request (--api-keys), with a JWT (RS256, against a
+    JWKS file) on every request, and over TLS (`https`, a P-256 certificate; wrk's connections
+    are kept alive, so this is the record layer's cost, not handshakes); --skip-auth leaves
+    the three out,
   - inferd with a drift monitor sampling every request, and one sampling 10% of them (reference
     captured from the first 1,000 sampled rows, 1,000-row windows; --skip-drift leaves them out);
   - inferd with an A/B experiment of two arms running on the model (versions 1 and 2, the same
@@ -77,8 +80,15 @@ def http(method: str, url: str, body: bytes | None = None, timeout: float = 5.0,
         req.add_header("Content-Type", "application/json")
     if key is not None:
         req.add_header("Authorization", f"Bearer {key}")
+    # The TLS row's certificate is self-signed, on loopback: not verified here (nor by wrk).
+    ctx = None
+    if url.startswith("https://"):
+        import ssl
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
@@ -502,7 +512,7 @@ def main() -> int:
             shutil.copy2(MODEL_ONNX, d / "model.onnx")
         (work / "repo-experiment" / MODEL / "config.toml").write_text("[version_policy]\nall = true\n")
 
-        def inferd_server(key: str, label: str, repo: str, auth: list[str] = ["--no-auth"]) -> Server:
+        def inferd_server(key: str, label: str, repo: str, auth: list[str] = ["--no-auth"], scheme: str = "http") -> Server:
             hp, gp, mp = free_port(), free_port(), free_port()
             return Server(
                 key=key, label=label,
@@ -510,9 +520,9 @@ def main() -> int:
                       "--http-port", str(hp), "--grpc-port", str(gp), "--metrics-port", str(mp),
                       "--data-dir", str(work / f"data-{key}")],
                 cwd=work, log_path=out_dir / f"{key}.log",
-                infer_url=f"http://127.0.0.1:{hp}/v2/models/{MODEL}/infer",
-                ready_url=f"http://127.0.0.1:{hp}/v2/models/{MODEL}/ready",
-                metrics_url=f"http://127.0.0.1:{mp}/metrics", grpc_port=gp, http_port=hp,
+                infer_url=f"{scheme}://127.0.0.1:{hp}/v2/models/{MODEL}/infer",
+                ready_url=f"{scheme}://127.0.0.1:{hp}/v2/models/{MODEL}/ready",
+                metrics_url=f"{scheme}://127.0.0.1:{mp}/metrics", grpc_port=gp, http_port=hp,
             )
 
         servers.append(inferd_server("inferd", "inferd (batching on)", "repo-batching"))
@@ -526,6 +536,15 @@ def main() -> int:
             au = inferd_server("inferd-auth", "inferd (API key)", "repo-batching", ["--api-keys", str(keys)])
             au.api_key = BENCH_KEY
             servers.append(au)
+            # A bearer JWT as an OIDC provider issues it (RS256, 2048-bit key, a JWKS file),
+            # the same token on every request, as a service sends it for its lifetime.
+            jwks, token = bench_jwt(work)
+            jw = inferd_server("inferd-jwt", "inferd (JWT, RS256)", "repo-batching", ["--jwks", str(jwks)])
+            jw.api_key = token
+            servers.append(jw)
+            cert, key = bench_certificate(work)
+            servers.append(inferd_server("inferd-tls", "inferd (TLS)", "repo-batching",
+                                         ["--no-auth", "--tls-cert", str(cert), "--tls-key", str(key)], scheme="https"))
         if not args.skip_experiment:
             exp = inferd_server("inferd-experiment", "inferd (experiment, 2 arms)", "repo-experiment")
             base = exp.infer_url.split("/v2/")[0]
@@ -687,6 +706,44 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def b64url(b: bytes) -> str:
+    import base64
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def openssl(*args: str, stdin: bytes | None = None) -> bytes:
+    r = subprocess.run(["openssl", *args], input=stdin, capture_output=True, timeout=60)
+    if r.returncode != 0:
+        raise BenchError(f"openssl {' '.join(args)}: {r.stderr.decode()}")
+    return r.stdout
+
+
+def bench_jwt(work: Path) -> tuple[Path, str]:
+    """An RSA-2048 key made by openssl, its JWKS, and a day-long RS256 token with the admin scope."""
+    key = work / "jwt-rsa.pem"
+    openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(key))
+    modulus = openssl("rsa", "-in", str(key), "-noout", "-modulus").decode().strip().split("=", 1)[1]
+    jwks = work / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{"kty": "RSA", "kid": "bench", "alg": "RS256", "use": "sig",
+                                          "n": b64url(bytes.fromhex(modulus)), "e": "AQAB"}]}))
+    now = int(time.time())
+    signing_input = ".".join(b64url(json.dumps(x, separators=(",", ":")).encode()) for x in (
+        {"alg": "RS256", "typ": "JWT", "kid": "bench"},
+        {"sub": "bench", "scope": "admin", "iat": now, "nbf": now - 5, "exp": now + 86400},
+    ))
+    sig = openssl("dgst", "-sha256", "-sign", str(key), stdin=signing_input.encode())
+    return jwks, f"{signing_input}.{b64url(sig)}"
+
+
+def bench_certificate(work: Path) -> tuple[Path, Path]:
+    """A self-signed P-256 certificate for 127.0.0.1, made by openssl."""
+    cert, key = work / "tls.crt", work / "tls.key"
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost")
+    return cert, key
+
+
 def render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, started, quiet) -> str:
     def find(server_key: str, tool: str, c: int) -> Row | None:
         return next((r for r in rows if r.server == server_key and r.tool == tool and r.conc == c), None)
@@ -698,6 +755,8 @@ def render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, start
     DRIFT = "inferd (drift monitor, every request)"
     DRIFT10 = "inferd (drift monitor, 10% of requests)"
     AUTH = "inferd (API key)"
+    JWT = "inferd (JWT, RS256)"
+    TLS = "inferd (TLS)"
     out = io.StringIO()
     p = lambda s="": print(s, file=out)  # noqa: E731
     p(f"### Load benchmark, {started:%Y-%m-%d %H:%M} UTC")
@@ -719,13 +778,13 @@ def render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, start
     p()
     p("Ratios of request rates (wrk, REST JSON):")
     p()
-    p("| conns | inferd / bare axum | inferd / MLServer | batching on / off | inferd off / bare axum | experiment (2 versions) / none | experiment (1 version) / none | drift, every request / none | drift, 10% / none | API key / none |")
-    p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    p("| conns | inferd / bare axum | inferd / MLServer | batching on / off | inferd off / bare axum | experiment (2 versions) / none | experiment (1 version) / none | drift, every request / none | drift, 10% / none | API key / none | JWT / none | TLS / none |")
+    p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in concs:
-        on, off, bare, mls, exp, exp1, dr, dr10, au = (find(s, W, c) for s in (ON, OFF, BARE, MLS, EXP, EXP1, DRIFT, DRIFT10, AUTH))
+        on, off, bare, mls, exp, exp1, dr, dr10, au, jw, tl = (find(s, W, c) for s in (ON, OFF, BARE, MLS, EXP, EXP1, DRIFT, DRIFT10, AUTH, JWT, TLS))
         p(f"| {c} | {fmt(ratio(on, bare), '.2f')} | {fmt(ratio(on, mls), '.1f', '×')} | {fmt(ratio(on, off), '.2f')} | "
           f"{fmt(ratio(off, bare), '.2f')} | {fmt(ratio(exp, on), '.2f')} | {fmt(ratio(exp1, on), '.2f')} | {fmt(ratio(dr, on), '.2f')} | "
-          f"{fmt(ratio(dr10, on), '.2f')} | {fmt(ratio(au, on), '.2f')} |")
+          f"{fmt(ratio(dr10, on), '.2f')} | {fmt(ratio(au, on), '.2f')} | {fmt(ratio(jw, on), '.2f')} | {fmt(ratio(tl, on), '.2f')} |")
     p()
     on, bare, mls = find(ON, W, top), find(BARE, W, top), find(MLS, W, top)
     r_bare, r_mls = ratio(on, bare), ratio(on, mls)
@@ -738,8 +797,9 @@ def render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, start
     for label, key in (("two arms on one version (the router's own cost)", EXP1), ("two arms on two versions (the batches split too)", EXP)):
         r_exp = ratio(find(key, W, top), on)
         p(f"- with an experiment of {label}, ≥ 95% of the rate without: {fmt(r_exp and 100 * r_exp, '.0f')}% → {verdict(None if r_exp is None else r_exp >= 0.95)}")
-    r_au = ratio(find(AUTH, W, top), on)
-    p(f"- with an API key on every request, ≥ 95% of the rate without: {fmt(r_au and 100 * r_au, '.0f')}% → {verdict(None if r_au is None else r_au >= 0.95)}")
+    for label, key in (("an API key", AUTH), ("a JWT (RS256)", JWT), ("TLS", TLS)):
+        r_au = ratio(find(key, W, top), on)
+        p(f"- with {label} on every request, ≥ 95% of the rate without: {fmt(r_au and 100 * r_au, '.0f')}% → {verdict(None if r_au is None else r_au >= 0.95)}")
     for label, key in (("every request", DRIFT), ("10% of requests", DRIFT10)):
         r_dr = ratio(find(key, W, top), on)
         p(f"- with a drift monitor sampling {label}, ≥ 97% of the rate without: {fmt(r_dr and 100 * r_dr, '.0f')}% → {verdict(None if r_dr is None else r_dr >= 0.97)}")

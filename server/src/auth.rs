@@ -799,6 +799,11 @@ pub struct JwtConfig {
 struct Jwt {
     config: JwtConfig,
     keys: ArcSwap<jsonwebtoken::jwk::JwkSet>,
+    /// Tokens already verified, by their SHA-256, until they expire: a service presents the
+    /// same token for its whole lifetime, and a signature check (RSA-2048, P-256, Ed25519 in
+    /// pure Rust: tens of microseconds) would otherwise be most of a request's CPU. Emptied
+    /// whenever the keys change (a key the provider dropped verifies nothing any more).
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], (Principal, u64)>>,
     /// With a JWKS URL: its client and when it was last asked.
     fetcher: Option<Fetcher>,
 }
@@ -813,6 +818,9 @@ struct Fetcher {
     /// Wakes the refresher early (a token named an unknown key id).
     wake: tokio::sync::Notify,
 }
+
+/// Verified tokens remembered at most (about 32 bytes of digest and a principal each).
+const MAX_VERIFIED_TOKENS: usize = 16_384;
 
 /// The largest JWKS accepted from a URL (a provider's is a few KiB).
 const MAX_JWKS_BYTES: usize = 1 << 20;
@@ -858,6 +866,7 @@ impl Jwt {
         Ok(Jwt {
             config,
             keys: ArcSwap::from_pointee(keys),
+            verified: Default::default(),
             fetcher,
         })
     }
@@ -904,7 +913,7 @@ impl Jwt {
         match result {
             Ok(k) => {
                 tracing::info!(keys = k.keys.len(), url = %f.url, "JWKS fetched");
-                self.keys.store(Arc::new(k));
+                self.set_keys(k);
             }
             Err(e) => {
                 tracing::error!(error = %e, url = %f.url, "fetching the JWKS failed; keeping the keys in force");
@@ -952,7 +961,7 @@ impl Jwt {
         match read_jwks(path) {
             Ok(k) => {
                 tracing::info!(keys = k.keys.len(), "JWKS reloaded");
-                self.keys.store(Arc::new(k));
+                self.set_keys(k);
             }
             Err(e) => {
                 tracing::error!(error = %e, "the JWKS file no longer parses; keeping the keys in force")
@@ -960,10 +969,58 @@ impl Jwt {
         }
     }
 
+    /// New keys in force; what the old ones verified is forgotten.
+    fn set_keys(&self, keys: jsonwebtoken::jwk::JwkSet) {
+        self.keys.store(Arc::new(keys));
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
+    /// [`Jwt::check_token`], remembered by the token's SHA-256 until its `exp` (plus the
+    /// leeway) passes.
+    fn verify(&self, token: &[u8]) -> Result<Principal, Denied> {
+        let digest: [u8; 32] = Sha256::digest(token).into();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        {
+            let mut cache = self
+                .verified
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match cache.get(&digest) {
+                Some((p, until)) if now < *until => return Ok(p.clone()),
+                Some(_) => {
+                    cache.remove(&digest);
+                }
+                None => {}
+            }
+        }
+        let (principal, exp) = self.check_token(token)?;
+        let mut cache = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Bounded: at the limit, forget everything (the next requests verify again).
+        if cache.len() >= MAX_VERIFIED_TOKENS {
+            cache.clear();
+        }
+        cache.insert(
+            digest,
+            (
+                principal.clone(),
+                exp.saturating_add(self.config.leeway_secs),
+            ),
+        );
+        Ok(principal)
+    }
+
     /// Verifies a token: an accepted algorithm (RS256, ES256, EdDSA — never `none` or HS*),
     /// a key named by `kid` whose type fits that algorithm, the signature, `exp` (required),
-    /// `nbf`, `iss` and `aud` as configured, with the leeway.
-    fn verify(&self, token: &[u8]) -> Result<Principal, Denied> {
+    /// `nbf`, `iss` and `aud` as configured, with the leeway. Returns the principal and `exp`.
+    fn check_token(&self, token: &[u8]) -> Result<(Principal, u64), Denied> {
         use jsonwebtoken::Algorithm;
         use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve};
         let bad = |why: String| Denied::Unauthenticated(format!("invalid token: {why}"));
@@ -1055,7 +1112,8 @@ impl Jwt {
             .as_str()
             .unwrap_or("(token without sub)")
             .to_owned();
-        Ok(Principal { name, scope })
+        let exp = claims["exp"].as_u64().unwrap_or(0);
+        Ok((Principal { name, scope }, exp))
     }
 }
 

@@ -498,12 +498,36 @@ async fn a_jwks_url_is_fetched_refetched_for_a_new_key_id_and_rate_limited() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(get(rsa).await.0, 200);
-    assert_eq!(get(ec).await.0, 200);
+    assert_eq!(get(rsa.clone()).await.0, 200);
+    assert_eq!(get(ec.clone()).await.0, 200);
     assert!(
         srv.log()
             .contains("fetching the JWKS failed; keeping the keys in force"),
         "{}",
         srv.log()
     );
+
+    // The provider back, without the RSA key: once fetched, a token it signed is refused
+    // though it was verified (and remembered) before.
+    *idp.jwks.lock().unwrap() = only(&["ec-1"]);
+    idp.down.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = sign(
+            Algorithm::RS256,
+            "rsa-newer",
+            &k.rsa,
+            &claims("infer", json!({})),
+        );
+        let _ = get(t).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if get(rsa.clone()).await.0 == 401 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a dropped key's token stayed accepted"
+        );
+    }
+    assert_eq!(get(ec).await.0, 200);
 }
