@@ -74,6 +74,73 @@ pub struct Principal {
     /// `None`: a valid token that grants no scope inferd knows (refused everywhere but
     /// health, with 403).
     pub scope: Option<Scope>,
+    /// The models, collections and feature views it may reach (all, unless listed).
+    pub reach: Reach,
+}
+
+/// What a principal may reach beyond its scope, as Qdrant's JWT restricts per collection:
+/// each kind unrestricted unless its list is given (`"models": ["fraud"]` in the keys file,
+/// the same claims in a token). Checked on the name a route's path carries (a model's
+/// aliases and versions are the model's: an alias never reaches another model); the lists
+/// are filtered to what the principal may see; routes whose target is in the body, and gRPC,
+/// are refused to a principal restricted in that kind (deny by default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reach {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collections: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_views: Option<Vec<String>>,
+}
+
+/// The kinds of thing a [`Reach`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Model,
+    Collection,
+    FeatureView,
+}
+
+impl Kind {
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Model => "model",
+            Kind::Collection => "collection",
+            Kind::FeatureView => "feature view",
+        }
+    }
+}
+
+impl Reach {
+    pub fn unrestricted(&self) -> bool {
+        self.models.is_none() && self.collections.is_none() && self.feature_views.is_none()
+    }
+
+    fn list(&self, kind: Kind) -> Option<&Vec<String>> {
+        match kind {
+            Kind::Model => self.models.as_ref(),
+            Kind::Collection => self.collections.as_ref(),
+            Kind::FeatureView => self.feature_views.as_ref(),
+        }
+    }
+
+    /// Whether `name` of `kind` is within reach.
+    pub fn allows(&self, kind: Kind, name: &str) -> bool {
+        self.list(kind).is_none_or(|l| l.iter().any(|n| n == name))
+    }
+
+    pub fn restricts(&self, kind: Kind) -> bool {
+        self.list(kind).is_some()
+    }
+}
+
+/// For list handlers: whether the request's principal (set by the layer when it is
+/// restricted) may see `name` of `kind`.
+pub fn visible(ext: &http::Extensions, kind: Kind, name: &str) -> bool {
+    ext.get::<Principal>()
+        .is_none_or(|p| p.reach.allows(kind, name))
 }
 
 /// One key of the keys file.
@@ -85,6 +152,12 @@ struct KeyEntry {
     sha256: String,
     /// Its scopes (the highest counts: each includes those below it).
     scopes: Vec<Scope>,
+    #[serde(default)]
+    models: Option<Vec<String>>,
+    #[serde(default)]
+    collections: Option<Vec<String>>,
+    #[serde(default)]
+    feature_views: Option<Vec<String>>,
 }
 
 /// A client certificate's principal (mTLS): `name` is one of the names the certificate
@@ -94,6 +167,12 @@ struct KeyEntry {
 struct CertificateEntry {
     name: String,
     scopes: Vec<Scope>,
+    #[serde(default)]
+    models: Option<Vec<String>>,
+    #[serde(default)]
+    collections: Option<Vec<String>>,
+    #[serde(default)]
+    feature_views: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,6 +233,9 @@ pub enum Denied {
     /// The principal has its most requests in flight already: 429 with `Retry-After` /
     /// RESOURCE_EXHAUSTED.
     Busy { principal: String, limit: usize },
+    /// Valid credentials restricted to other models / collections / feature views: 403 /
+    /// PERMISSION_DENIED (whether or not the named one exists).
+    OutOfReach { principal: String, what: String },
 }
 
 impl Denied {
@@ -165,6 +247,9 @@ impl Denied {
                     "'{principal}' lacks the '{}' scope this needs",
                     need.as_str()
                 )
+            }
+            Denied::OutOfReach { principal, what } => {
+                format!("'{principal}' may not reach {what}")
             }
             Denied::Busy { principal, limit } => format!(
                 "'{principal}' has {limit} requests in flight, the most it may (--max-concurrent-per-principal): retry when one has finished"
@@ -523,6 +608,8 @@ struct MadeKey {
     sha256: String,
     scopes: Vec<Scope>,
     created_ms: u64,
+    #[serde(default, skip_serializing_if = "Reach::unrestricted")]
+    reach: Reach,
 }
 
 #[derive(Debug, Default, Deserialize, serde::Serialize)]
@@ -536,6 +623,9 @@ struct MadeKeysFile {
 pub struct KeyInfo {
     pub name: String,
     pub scope: Scope,
+    /// The models, collections and feature views it is restricted to, if any.
+    #[serde(flatten)]
+    pub reach: Reach,
     /// `file` (the `--api-keys` file: edit it to change the key) or `api` (made by an admin).
     pub source: &'static str,
     pub created_ms: Option<u64>,
@@ -605,6 +695,7 @@ impl Auth {
                 principal: Principal {
                     name: k.name.clone(),
                     scope: k.scopes.iter().copied().max(),
+                    reach: k.reach.clone(),
                 },
             })
         }));
@@ -621,6 +712,7 @@ impl Auth {
             .map(|k| KeyInfo {
                 name: k.principal.name.clone(),
                 scope: k.principal.scope.unwrap_or(Scope::Infer),
+                reach: k.principal.reach.clone(),
                 source: "file",
                 created_ms: None,
             })
@@ -632,6 +724,7 @@ impl Auth {
         out.extend(made.entries.iter().map(|k| KeyInfo {
             name: k.name.clone(),
             scope: k.scopes.iter().copied().max().unwrap_or(Scope::Infer),
+            reach: k.reach.clone(),
             source: "api",
             created_ms: Some(k.created_ms),
         }));
@@ -640,7 +733,7 @@ impl Auth {
     }
 
     /// Makes a key: returns its secret, which is stored nowhere (only its SHA-256 is).
-    pub fn create_key(&self, name: &str, scope: Scope) -> Result<String, KeyError> {
+    pub fn create_key(&self, name: &str, scope: Scope, reach: Reach) -> Result<String, KeyError> {
         if !self.enabled() {
             return Err(KeyError::Conflict(
                 "authentication is off (--no-auth): start the server with --api-keys (or --jwks) to make keys".into(),
@@ -685,6 +778,7 @@ impl Auth {
             created_ms: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
+            reach,
         });
         write_made_keys(&path, &entries)
             .map_err(|e| KeyError::Conflict(format!("storing the key: {e}")))?;
@@ -1113,7 +1207,21 @@ impl Jwt {
             .unwrap_or("(token without sub)")
             .to_owned();
         let exp = claims["exp"].as_u64().unwrap_or(0);
-        Ok((Principal { name, scope }, exp))
+        let names = |claim: &str| {
+            claims.get(claim).map(|v| {
+                v.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|n| n.as_str().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            })
+        };
+        let reach = Reach {
+            models: names("models"),
+            collections: names("collections"),
+            feature_views: names("feature_views"),
+        };
+        Ok((Principal { name, scope, reach }, exp))
     }
 }
 
@@ -1181,6 +1289,11 @@ fn parse_keys(text: &str) -> anyhow::Result<Principals> {
                 principal: Principal {
                     name: k.name,
                     scope: Some(scope),
+                    reach: Reach {
+                        models: k.models,
+                        collections: k.collections,
+                        feature_views: k.feature_views,
+                    },
                 },
             })
         })
@@ -1194,6 +1307,11 @@ fn parse_keys(text: &str) -> anyhow::Result<Principals> {
             Ok(Principal {
                 name: c.name,
                 scope: Some(scope),
+                reach: Reach {
+                    models: c.models,
+                    collections: c.collections,
+                    feature_views: c.feature_views,
+                },
             })
         })
         .collect::<anyhow::Result<_>>()?;
@@ -1272,7 +1390,7 @@ pub fn http_need(method: &Method, route: Option<&str>) -> Need {
 fn http_refusal(d: &Denied) -> Response {
     let (status, challenge) = match d {
         Denied::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, true),
-        Denied::Forbidden { .. } => (StatusCode::FORBIDDEN, false),
+        Denied::Forbidden { .. } | Denied::OutOfReach { .. } => (StatusCode::FORBIDDEN, false),
         Denied::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, false),
     };
     let mut r = (
@@ -1323,6 +1441,18 @@ pub async fn http_layer(State(auth): State<Arc<Auth>>, req: Request, next: Next)
     };
     match auth.admit(need, Credentials::of(req.headers(), req.extensions())) {
         Ok((p, _permit)) => {
+            let mut req = req;
+            if let Some(p) = p.as_ref().filter(|p| !p.reach.unrestricted()) {
+                if let Err(d) = within_reach(p, route.as_deref(), &mut req).await {
+                    auth.audit.record(event(
+                        denied_principal(&d),
+                        format!("refused: {}", d.message()),
+                    ));
+                    return http_refusal(&d);
+                }
+                // For the list handlers, which show only what it may reach.
+                req.extensions_mut().insert(p.clone());
+            }
             let changes = matches!(need, Need::Scope(Scope::Write | Scope::Admin));
             let response = next.run(req).await;
             if changes {
@@ -1342,10 +1472,100 @@ pub async fn http_layer(State(auth): State<Arc<Auth>>, req: Request, next: Next)
     }
 }
 
+/// What a REST route reaches, for a restricted principal.
+enum Target {
+    /// Nothing a [`Reach`] lists (server metadata, health, keys, the route list).
+    Nothing,
+    /// A list, filtered by its handler ([`visible`]).
+    List,
+    /// The name in this path parameter.
+    Path(Kind, &'static str),
+    /// Named in the body, which the layer does not read: refused to a principal restricted
+    /// in that kind (`None`: in any).
+    Body(Option<Kind>),
+}
+
+fn target(route: &str) -> Target {
+    let under = |prefix: &str| {
+        route == prefix
+            || route
+                .strip_prefix(prefix)
+                .is_some_and(|r| r.starts_with('/'))
+    };
+    match route {
+        "/v2" | "/v2/health/live" | "/v2/health/ready" | "/api/routes" => Target::Nothing,
+        _ if under("/api/keys") => Target::Nothing,
+        "/api/models"
+        | "/api/collections"
+        | "/api/feature-views"
+        | "/api/drift"
+        | "/api/experiments"
+        | "/v2/repository/index" => Target::List,
+        _ if under("/v2/models/{m}") || under("/v2/repository/models/{m}") => {
+            Target::Path(Kind::Model, "m")
+        }
+        _ if under("/api/models/{name}") => Target::Path(Kind::Model, "name"),
+        _ if under("/api/drift/{model}") => Target::Path(Kind::Model, "model"),
+        _ if under("/api/collections/{c}") => Target::Path(Kind::Collection, "c"),
+        _ if under("/api/feature-views/{name}") => Target::Path(Kind::FeatureView, "name"),
+        _ if under("/api/features") => Target::Body(Some(Kind::FeatureView)),
+        "/v1/embeddings" | "/api/feedback" | "/v2/models/stats" => Target::Body(Some(Kind::Model)),
+        _ if under("/api/experiments") => Target::Body(Some(Kind::Model)),
+        _ => Target::Body(None),
+    }
+}
+
+/// Whether a restricted principal may reach what the route names. The names come from the
+/// router's own captures (percent-decoded as the handler sees them).
+async fn within_reach(p: &Principal, route: Option<&str>, req: &mut Request) -> Result<(), Denied> {
+    use axum::extract::FromRequestParts;
+    let out = |what: String| Denied::OutOfReach {
+        principal: p.name.clone(),
+        what,
+    };
+    let Some(route) = route else {
+        return Err(out("an unrouted path".into()));
+    };
+    match target(route) {
+        Target::Nothing | Target::List => Ok(()),
+        Target::Body(kind) => {
+            let restricted = match kind {
+                Some(k) => p.reach.restricts(k),
+                None => !p.reach.unrestricted(),
+            };
+            if restricted {
+                Err(out(format!(
+                    "{route}: it names its {} in the body, which is not open to a principal restricted to some",
+                    kind.map_or("target", Kind::noun)
+                )))
+            } else {
+                Ok(())
+            }
+        }
+        Target::Path(kind, param) => {
+            let (mut parts, body) = std::mem::take(req).into_parts();
+            let params = axum::extract::RawPathParams::from_request_parts(&mut parts, &()).await;
+            let name = params.ok().and_then(|ps| {
+                ps.iter()
+                    .find(|(k, _)| *k == param)
+                    .map(|(_, v)| v.to_owned())
+            });
+            *req = Request::from_parts(parts, body);
+            match name {
+                Some(n) if p.reach.allows(kind, &n) => Ok(()),
+                Some(n) => Err(out(format!("{} '{n}'", kind.noun()))),
+                None => Err(out(route.to_owned())),
+            }
+        }
+    }
+}
+
 fn denied_principal(d: &Denied) -> Option<&str> {
     match d {
         Denied::Unauthenticated(_) => None,
-        Denied::Forbidden { principal, .. } | Denied::Busy { principal, .. } => Some(principal),
+        Denied::Forbidden { principal, .. }
+        | Denied::Busy { principal, .. }
+        | Denied::OutOfReach { principal, .. } => Some(principal),
     }
 }
 
@@ -1514,6 +1734,27 @@ where
             .admit(need, Credentials::of(req.headers(), req.extensions()))
         {
             Ok((p, permit)) => {
+                // A restricted principal: gRPC messages carry their targets, which this
+                // layer does not decode — only the calls that name none are open to it.
+                if let Some(p) = p.as_ref().filter(|p| !p.reach.unrestricted())
+                    && !matches!(
+                        req.uri().path(),
+                        "/inference.GRPCInferenceService/ServerLive"
+                            | "/inference.GRPCInferenceService/ServerReady"
+                            | "/inference.GRPCInferenceService/ServerMetadata"
+                    )
+                {
+                    let d = Denied::OutOfReach {
+                        principal: p.name.clone(),
+                        what: "gRPC methods that name models, collections or feature views (it is restricted to some; use REST)".into(),
+                    };
+                    self.auth
+                        .audit
+                        .record(event(Some(&p.name), format!("refused: {}", d.message())));
+                    return futures::future::Either::Right(std::future::ready(Ok(
+                        tonic::Status::permission_denied(d.message()).into_http(),
+                    )));
+                }
                 if matches!(need, Need::Scope(Scope::Write | Scope::Admin)) {
                     // Recorded as it is let through (the gRPC status comes in a trailer).
                     let who = p.as_ref().map_or(ANONYMOUS, |p| p.name.as_str());
@@ -1531,7 +1772,9 @@ where
                 ));
                 let status = match &d {
                     Denied::Unauthenticated(_) => tonic::Status::unauthenticated(d.message()),
-                    Denied::Forbidden { .. } => tonic::Status::permission_denied(d.message()),
+                    Denied::Forbidden { .. } | Denied::OutOfReach { .. } => {
+                        tonic::Status::permission_denied(d.message())
+                    }
                     Denied::Busy { .. } => tonic::Status::resource_exhausted(d.message()),
                 };
                 futures::future::Either::Right(std::future::ready(Ok(status.into_http())))

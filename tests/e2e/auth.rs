@@ -733,3 +733,192 @@ async fn keys_made_by_an_admin_work_at_once_survive_a_restart_and_revoke() {
     assert!(!ok && stderr.contains("403"), "{stderr}");
     drop(repo);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restricted_principals_reach_only_their_models_and_collections() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.json");
+    let mut team = entry("fraud-team", "team-secret-1", "admin");
+    team["models"] = json!(["mlp"]);
+    team["collections"] = json!(["docs"]);
+    write_keys(&keys, &[entry("ops", OPS, "admin"), team]);
+    let repo = common::repo(&[("mlp", None), ("mlp_v2", None)]);
+    let srv = Server::start(repo.path(), &["--api-keys", keys.to_str().unwrap()]).await;
+    let c = reqwest::Client::new();
+    use reqwest::Method as M;
+    let as_team = |m: M, path: &str, body: Option<Value>| {
+        let mut r = c.request(m, srv.url(path)).bearer_auth("team-secret-1");
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let row = json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": vec![0.5; 64]}]});
+    // Its model: served, by name and by alias.
+    let r = c
+        .put(srv.url("/api/models/mlp/aliases/production"))
+        .bearer_auth(OPS)
+        .json(&json!({"version": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(as_team(M::GET, "/v2/models/mlp", None).await.0, 200);
+    assert_eq!(
+        as_team(M::POST, "/v2/models/mlp/infer", Some(row.clone()))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        as_team(
+            M::POST,
+            "/v2/models/mlp/versions/production/infer",
+            Some(row.clone())
+        )
+        .await
+        .0,
+        200
+    );
+    // Another model, existing or not: the same 403, saying nothing of whether it exists.
+    let (code, other) = as_team(M::POST, "/v2/models/mlp_v2/infer", Some(row.clone())).await;
+    assert_eq!(code, 403, "{other}");
+    assert!(other.contains("may not reach model 'mlp_v2'"), "{other}");
+    let (code, ghost) = as_team(M::GET, "/v2/models/no-such-model", None).await;
+    assert_eq!(code, 403);
+    assert!(
+        ghost.contains("may not reach model 'no-such-model'"),
+        "{ghost}"
+    );
+    // Its admin scope stops at its models.
+    assert_eq!(as_team(M::DELETE, "/api/models/mlp_v2", None).await.0, 403);
+    assert_eq!(
+        as_team(M::PUT, "/api/drift/mlp_v2", Some(json!({})))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        as_team(M::POST, "/v2/repository/models/mlp_v2/unload", None)
+            .await
+            .0,
+        403
+    );
+    // Lists show what it may reach, only.
+    let (_, list) = as_team(M::GET, "/api/models", None).await;
+    let list: Value = serde_json::from_str(&list).unwrap();
+    let names: Vec<&str> = list["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["mlp"]);
+    let (_, index) = as_team(M::POST, "/v2/repository/index", Some(json!({}))).await;
+    assert!(
+        index.contains("\"mlp\"") && !index.contains("mlp_v2"),
+        "{index}"
+    );
+    // Collections: its own, not the other.
+    for name in ["docs", "secret"] {
+        let r = c
+            .put(srv.url(&format!("/api/collections/{name}")))
+            .bearer_auth(OPS)
+            .json(&json!({"dim": 4, "metric": "cosine"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let (_, cols) = as_team(M::GET, "/api/collections", None).await;
+    assert!(cols.contains("docs") && !cols.contains("secret"), "{cols}");
+    let points = json!({"points": [{"id": 1, "vector": [0.1, 0.2, 0.3, 0.4]}]});
+    assert_eq!(
+        as_team(M::PUT, "/api/collections/docs/points", Some(points.clone()))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        as_team(M::PUT, "/api/collections/secret/points", Some(points))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        as_team(M::DELETE, "/api/collections/secret", None).await.0,
+        403
+    );
+    // A route naming its model in the body is refused to a model-restricted principal.
+    let (code, body) = as_team(
+        M::POST,
+        "/v1/embeddings",
+        Some(json!({"model": "mlp", "input": "x"})),
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    // gRPC: only what names nothing.
+    let mut g = GrpcInferenceServiceClient::connect(srv.grpc_url())
+        .await
+        .unwrap();
+    g.server_metadata(with_key(ServerMetadataRequest {}, "team-secret-1"))
+        .await
+        .unwrap();
+    let e = g
+        .model_metadata(with_key(
+            server::proto::inference::ModelMetadataRequest {
+                name: "mlp".into(),
+                version: String::new(),
+            },
+            "team-secret-1",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // An admin-made key can be restricted the same way, and says so in the list.
+    let r = c
+        .post(srv.url("/api/keys"))
+        .bearer_auth(OPS)
+        .json(&json!({"name": "limited", "scope": "infer", "models": ["mlp_v2"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let secret = r.json::<Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let get = |path: &str| c.get(srv.url(path)).bearer_auth(&secret).send();
+    assert_eq!(get("/v2/models/mlp_v2").await.unwrap().status(), 200);
+    assert_eq!(get("/v2/models/mlp").await.unwrap().status(), 403);
+    let keys: Value = c
+        .get(srv.url("/api/keys"))
+        .bearer_auth(OPS)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let limited = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "limited")
+        .unwrap();
+    assert_eq!(limited["models"], json!(["mlp_v2"]));
+    // The unrestricted admin sees everything.
+    let all: Value = c
+        .get(srv.url("/api/models"))
+        .bearer_auth(OPS)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["models"].as_array().unwrap().len(), 2);
+}

@@ -87,9 +87,10 @@ async fn body<T: DeserializeOwned>(ctx: &Ctx, body: Body) -> ApiResult<T> {
     })
 }
 
-async fn list(State(ctx): St) -> ApiResult<Json<Value>> {
+async fn list(State(ctx): St, ext: axum::http::Extensions) -> ApiResult<Json<Value>> {
     let store = Arc::clone(&ctx.store);
-    let all = blocking(move || Ok(store.list())).await?;
+    let mut all = blocking(move || Ok(store.list())).await?;
+    all.retain(|c| crate::auth::visible(&ext, crate::auth::Kind::Collection, &c.name));
     Ok(Json(json!({ "collections": all })))
 }
 

@@ -54,11 +54,12 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// `GET /api/drift`: every monitored model with its last verdict.
-async fn list(State(c): St) -> ApiResult<Json<Value>> {
+async fn list(State(c): St, ext: axum::http::Extensions) -> ApiResult<Json<Value>> {
     let m = Arc::clone(&c.monitors);
     let rows = blocking(move || {
         Ok(m.models()
             .iter()
+            .filter(|name| crate::auth::visible(&ext, crate::auth::Kind::Model, name))
             .filter_map(|name| m.status(name, 0))
             .map(|s| {
                 json!({

@@ -61,8 +61,14 @@ fn summary(e: &Experiment) -> Summary {
     }
 }
 
-pub async fn list(State(s): AppStateRef) -> Json<Value> {
-    let list: Vec<Summary> = s.experiments.list().iter().map(|e| summary(e)).collect();
+pub async fn list(State(s): AppStateRef, ext: axum::http::Extensions) -> Json<Value> {
+    let list: Vec<Summary> = s
+        .experiments
+        .list()
+        .iter()
+        .filter(|e| crate::auth::visible(&ext, crate::auth::Kind::Model, &e.model()))
+        .map(|e| summary(e))
+        .collect();
     Json(json!({ "experiments": list }))
 }
 

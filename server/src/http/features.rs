@@ -83,12 +83,13 @@ fn view_json(v: &FeatureView) -> JsonValue {
     j
 }
 
-async fn list_views(State(ctx): St) -> Json<JsonValue> {
+async fn list_views(State(ctx): St, ext: axum::http::Extensions) -> Json<JsonValue> {
     let views: Vec<JsonValue> = ctx
         .fs
         .views()
         .snapshot()
         .iter()
+        .filter(|v| crate::auth::visible(&ext, crate::auth::Kind::FeatureView, &v.name))
         .map(|v| view_json(v))
         .collect();
     Json(json!({ "feature_views": views }))

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::{Auth, Scope};
+use crate::auth::{Auth, Reach, Scope};
 use crate::error::ApiError;
 use crate::http::v2::read_body;
 
@@ -38,6 +38,13 @@ struct NewKey {
     name: String,
     /// infer, write or admin.
     scope: Scope,
+    /// Restrictions (each absent: all).
+    #[serde(default)]
+    models: Option<Vec<String>>,
+    #[serde(default)]
+    collections: Option<Vec<String>>,
+    #[serde(default)]
+    feature_views: Option<Vec<String>>,
 }
 
 async fn create(
@@ -50,12 +57,18 @@ async fn create(
             "{e} (expected {{\"name\": \"ranking-service\", \"scope\": \"infer\"}}; scope: infer, write or admin)"
         ))
     })?;
-    let secret = auth.create_key(&body.name, body.scope)?;
+    let reach = Reach {
+        models: body.models,
+        collections: body.collections,
+        feature_views: body.feature_views,
+    };
+    let secret = auth.create_key(&body.name, body.scope, reach.clone())?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
             "name": body.name,
             "scope": body.scope,
+            "restricted_to": reach,
             "secret": secret,
             "note": "the secret is shown this once and stored nowhere (only its SHA-256 is)",
         })),

@@ -102,11 +102,12 @@ fn parse_version(model: &str, v: &str) -> ApiResult<u64> {
     })
 }
 
-pub async fn list(State(s): AppStateRef) -> Json<Value> {
+pub async fn list(State(s): AppStateRef, ext: axum::http::Extensions) -> Json<Value> {
     let models: Vec<Value> = s
         .repo
         .models()
         .iter()
+        .filter(|e| crate::auth::visible(&ext, crate::auth::Kind::Model, &e.name))
         .map(|e| model_json(&s.repo, e))
         .collect();
     Json(json!({ "models": models }))

@@ -209,7 +209,11 @@ fn optional_json(body: &Bytes) -> ApiResult<Value> {
     Ok(v)
 }
 
-pub async fn repository_index(State(s): AppStateRef, body: Body) -> ApiResult<Json<Value>> {
+pub async fn repository_index(
+    State(s): AppStateRef,
+    ext: axum::http::Extensions,
+    body: Body,
+) -> ApiResult<Json<Value>> {
     let body = optional_json(&read_body(body, s.max_request_bytes).await?)?;
     let ready_only = match body.get("ready") {
         None => false,
@@ -222,6 +226,7 @@ pub async fn repository_index(State(s): AppStateRef, body: Body) -> ApiResult<Js
         .index()
         .into_iter()
         .filter(|e| !ready_only || e.state == "READY")
+        .filter(|e| crate::auth::visible(&ext, crate::auth::Kind::Model, &e.name))
         .map(|e| {
             let mut row = json!({ "name": e.name, "version": e.version, "state": e.state });
             if !e.reason.is_empty() {
