@@ -2,21 +2,24 @@
 //!
 //! 1. capacity: closed loop, `--concurrency` workers sending the request back to back for
 //!    `--capacity-secs`: the request rate the server sustains, C;
-//! 2. soak: open loop at `--soak-load` × C (default 0.8) for `--soak-secs`: every answer must
+//! 2. soak: open loop at `--soak-load` × C (default 0.8) for `--soak-secs`, from twice
+//!    `--concurrency` connections: every answer must
 //!    be a 200, and the server's resident memory at the end within 10% of where it was after
 //!    the first tenth of the run (warm);
-//! 3. overload: open loop at `--overload-load` × C (default 2) for `--overload-secs`: the
+//! 3. overload: open loop at `--overload-load` × C (default 2) for `--overload-secs`, from
+//!    `--overload-connections` (768): the
 //!    excess must be refused (429, `Retry-After`) promptly — no timeouts, no 5xx, no dropped
 //!    connections, memory bounded.
 //!
-//! Open loop: requests are sent on a schedule, whether or not earlier ones have been
-//! answered, as independent clients do (a closed loop would slow down with the server and
-//! hide its queueing). Prints a markdown report; exits non-zero when a property fails.
+//! Open loop per connection, as wrk2: each connection sends on its own schedule and a late
+//! answer does not push the schedule back (latencies count from when a request was due).
+//! Prints a markdown report; exits non-zero when a property fails.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
 
 use clap::Parser;
 
@@ -43,6 +46,10 @@ struct Args {
     overload_load: f64,
     #[arg(long, default_value_t = 30.0)]
     overload_secs: f64,
+    /// Connections of the overload phase (above the server's 512 requests in flight per
+    /// principal, so that its limit is what answers).
+    #[arg(long, default_value_t = 768)]
+    overload_connections: usize,
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -120,69 +127,80 @@ async fn capacity(a: &Args, c: &reqwest::Client, body: &bytes::Bytes) -> f64 {
     done.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64()
 }
 
-/// Sends at `rate` per second for `secs`, on a 1 ms schedule.
+/// Sends at `rate` per second for `secs` from `workers` connections, each on its own
+/// schedule (worker `i` sends its `k`-th request at `(k·workers + i) / rate`), as wrk2 does:
+/// a late answer does not delay the schedule — the next request goes at once — so the
+/// offered load stays `rate` up to what `workers` connections can carry, and latencies are
+/// counted from when a request was due (no coordinated omission).
 async fn open_loop(
     a: &Args,
-    c: &reqwest::Client,
     body: &bytes::Bytes,
     rate: f64,
     secs: f64,
-) -> Tally {
-    let results = Arc::new(std::sync::Mutex::new(Tally::default()));
-    let start = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut sent = 0u64;
-    let inflight = Arc::new(AtomicU64::new(0));
-    let warm = Duration::from_secs_f64(secs / 10.0);
-    let mut rss_start = None;
-    let mut rss_max = 0;
-    let mut last_rss = Instant::now();
-    loop {
-        tick.tick().await;
-        let elapsed = start.elapsed();
-        if elapsed.as_secs_f64() >= secs {
-            break;
-        }
-        if rss_start.is_none() && elapsed >= warm {
-            rss_start = Some(rss_kib(a.pid));
-        }
-        if last_rss.elapsed() >= Duration::from_millis(500) {
-            rss_max = rss_max.max(rss_kib(a.pid));
-            last_rss = Instant::now();
-        }
-        let due = (elapsed.as_secs_f64() * rate) as u64;
-        while sent < due {
-            sent += 1;
-            let (c, url, body, results) =
-                (c.clone(), a.url.clone(), body.clone(), Arc::clone(&results));
-            let inflight = Arc::clone(&inflight);
-            inflight.fetch_add(1, Ordering::Relaxed);
+    workers: usize,
+) -> anyhow::Result<Tally> {
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(workers)
+        .build()?;
+    let start = tokio::time::Instant::now();
+    let end = start + Duration::from_secs_f64(secs);
+    let sampler = {
+        let pid = a.pid;
+        tokio::spawn(async move {
+            // (warm RSS after a tenth of the run, max)
+            tokio::time::sleep(Duration::from_secs_f64(secs / 10.0)).await;
+            let warm = rss_kib(pid);
+            let mut max = warm;
+            while tokio::time::Instant::now() < end {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                max = max.max(rss_kib(pid));
+            }
+            (warm, max)
+        })
+    };
+    let tasks: Vec<_> = (0..workers)
+        .map(|i| {
+            let (c, url, body) = (c.clone(), a.url.clone(), body.clone());
             tokio::spawn(async move {
-                let (code, us) = one(&c, &url, &body).await;
-                let mut r = results.lock().unwrap();
-                *r.codes.entry(code).or_default() += 1;
-                match code {
-                    200 => r.ok_us.push(us),
-                    429 => r.refused_us.push(us),
-                    _ => {}
+                let mut t = Tally::default();
+                for k in 0u64.. {
+                    let due = start + Duration::from_secs_f64((k as f64 * workers as f64 + i as f64) / rate);
+                    if due >= end {
+                        break;
+                    }
+                    tokio::time::sleep_until(due).await;
+                    let (code, answered_us) = one(&c, &url, &body).await;
+                    let us = due.elapsed().as_micros() as u64;
+                    t.sent += 1;
+                    *t.codes.entry(code).or_default() += 1;
+                    match code {
+                        200 => t.ok_us.push(us),
+                        // How promptly a refusal comes: from when it was sent.
+                        429 => t.refused_us.push(answered_us),
+                        _ => {}
+                    }
                 }
-                inflight.fetch_sub(1, Ordering::Relaxed);
-            });
+                t
+            })
+        })
+        .collect();
+    let mut total = Tally::default();
+    for task in tasks {
+        let t = task.await?;
+        total.sent += t.sent;
+        for (code, n) in t.codes {
+            *total.codes.entry(code).or_default() += n;
         }
+        total.ok_us.extend(t.ok_us);
+        total.refused_us.extend(t.refused_us);
     }
-    // Every request has its answer or its 5 s timeout.
-    while inflight.load(Ordering::Relaxed) > 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let wall = start.elapsed().as_secs_f64();
-    let mut r = std::mem::take(&mut *results.lock().unwrap());
-    r.sent = sent;
-    r.wall = wall;
-    r.rss_start = rss_start.unwrap_or_else(|| rss_kib(a.pid));
-    r.rss_end = rss_kib(a.pid);
-    r.rss_max = rss_max.max(r.rss_end);
-    r
+    total.wall = start.elapsed().as_secs_f64();
+    let (warm, max) = sampler.await?;
+    total.rss_start = warm;
+    total.rss_end = rss_kib(a.pid);
+    total.rss_max = max.max(total.rss_end);
+    Ok(total)
 }
 
 fn row(name: &str, rate: f64, t: &mut Tally) -> String {
@@ -217,10 +235,12 @@ async fn main() -> anyhow::Result<()> {
     let cap = capacity(&a, &c, &body).await;
     eprintln!("capacity: {cap:.0} req/s");
     let soak_rate = cap * a.soak_load;
-    let mut soak = open_loop(&a, &c, &body, soak_rate, a.soak_secs).await;
+    let mut soak = open_loop(&a, &body, soak_rate, a.soak_secs, a.concurrency * 2).await?;
     eprintln!("soak done: {:?}", soak.codes);
     let over_rate = cap * a.overload_load;
-    let mut over = open_loop(&a, &c, &body, over_rate, a.overload_secs).await;
+    // More connections than the server lets one principal have in flight (512): the excess
+    // must come back as 429s.
+    let mut over = open_loop(&a, &body, over_rate, a.overload_secs, a.overload_connections).await?;
     eprintln!("overload done: {:?}", over.codes);
 
     println!(
@@ -229,7 +249,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "| phase | target req/s | sent req/s | 200 | 429 | other (5xx, no answer) | 200 p50 / p99 ms | 429 p99 ms | server RSS (warm → end) |"
+        "| phase | target req/s | sent req/s | 200 | 429 | other (5xx, no answer) | 200 p50 / p99 ms (from due) | 429 p99 ms (from sent) | server RSS (warm → end) |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
     println!(
