@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-
 use clap::Parser;
 
 #[derive(Parser)]
@@ -165,7 +164,8 @@ async fn open_loop(
             tokio::spawn(async move {
                 let mut t = Tally::default();
                 for k in 0u64.. {
-                    let due = start + Duration::from_secs_f64((k as f64 * workers as f64 + i as f64) / rate);
+                    let due = start
+                        + Duration::from_secs_f64((k as f64 * workers as f64 + i as f64) / rate);
                     if due >= end {
                         break;
                     }
@@ -240,7 +240,14 @@ async fn main() -> anyhow::Result<()> {
     let over_rate = cap * a.overload_load;
     // More connections than the server lets one principal have in flight (512): the excess
     // must come back as 429s.
-    let mut over = open_loop(&a, &body, over_rate, a.overload_secs, a.overload_connections).await?;
+    let mut over = open_loop(
+        &a,
+        &body,
+        over_rate,
+        a.overload_secs,
+        a.overload_connections,
+    )
+    .await?;
     eprintln!("overload done: {:?}", over.codes);
 
     println!(
