@@ -27,73 +27,33 @@ fn config() -> ProptestConfig {
     }
 }
 
-/// Any JSON value, nested a few levels, with the awkward numbers and strings.
+#[path = "support/json_fuzz.rs"]
+mod json_fuzz;
+
+use json_fuzz::mutate;
+
+/// Any JSON value, with the V2 request's field names and datatypes among its keys and strings.
 fn any_json() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::from),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        any::<f64>()
-            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
-        prop_oneof![
-            Just("FP32".to_owned()),
-            Just("BYTES".to_owned()),
-            Just("INT64".to_owned()),
-            Just("input".to_owned()),
-            Just("../../etc/passwd".to_owned()),
-            ".{0,12}",
-        ]
-        .prop_map(Value::from),
-    ];
-    leaf.prop_recursive(4, 64, 8, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
-            prop::collection::vec(
-                (
-                    prop_oneof![
-                        Just("inputs".to_owned()),
-                        Just("outputs".to_owned()),
-                        Just("name".to_owned()),
-                        Just("shape".to_owned()),
-                        Just("datatype".to_owned()),
-                        Just("data".to_owned()),
-                        Just("parameters".to_owned()),
-                        Just("binary_data_size".to_owned()),
-                        Just("binary_data".to_owned()),
-                        Just("id".to_owned()),
-                        "[a-z_]{1,10}",
-                    ],
-                    inner
-                ),
-                0..6
-            )
-            .prop_map(|kv| Value::Object(kv.into_iter().collect())),
-        ]
-    })
+    json_fuzz::any_json(
+        &[
+            "inputs",
+            "outputs",
+            "name",
+            "shape",
+            "datatype",
+            "data",
+            "parameters",
+            "binary_data_size",
+            "binary_data",
+            "id",
+        ],
+        &["FP32", "BYTES", "INT64", "input"],
+    )
 }
 
 fn valid_request() -> Value {
     json!({"id": "r1", "inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": vec![0.5; 64]}],
            "outputs": [{"name": "probabilities"}], "parameters": {"timeout": 1000}})
-}
-
-/// Replaces the value at a random path of `doc` (chosen by `path`) with `with`.
-fn mutate(doc: &mut Value, path: &[usize], with: Value) {
-    if let Some((&i, rest)) = path.split_first() {
-        match doc {
-            Value::Array(a) if !a.is_empty() => {
-                let n = a.len();
-                return mutate(&mut a[i % n], rest, with);
-            }
-            Value::Object(o) if !o.is_empty() => {
-                let n = o.len();
-                return mutate(o.values_mut().nth(i % n).unwrap(), rest, with);
-            }
-            _ => {}
-        }
-    }
-    *doc = with;
 }
 
 fn decode_json(body: &[u8]) -> Result<String, String> {

@@ -20,14 +20,6 @@ const READER: &str = "reader-secret-1";
 const PUSHER: &str = "pusher-secret-1";
 const OPS: &str = "ops-secret-1";
 
-fn entry(name: &str, secret: &str, scope: &str) -> Value {
-    let hex: String = Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    json!({"name": name, "sha256": hex, "scopes": [scope]})
-}
-
 fn write_keys(path: &Path, keys: &[Value]) {
     // Written aside and renamed: the server never reads half a file.
     let tmp = path.with_extension("tmp");
@@ -44,9 +36,9 @@ async fn server_with(keys: &Path, data: &Path, extra: &[&str]) -> (Server, tempf
     write_keys(
         keys,
         &[
-            entry("reader", READER, "infer"),
-            entry("pusher", PUSHER, "write"),
-            entry("ops", OPS, "admin"),
+            common::key_entry("reader", READER, "infer"),
+            common::key_entry("pusher", PUSHER, "write"),
+            common::key_entry("ops", OPS, "admin"),
         ],
     );
     let repo = common::repo(&[("mlp", None)]);
@@ -371,9 +363,9 @@ async fn keys_rotate_without_a_restart() {
     write_keys(
         &keys,
         &[
-            entry("reader", READER, "infer"),
-            entry("reader-2", NEW, "infer"),
-            entry("ops", OPS, "admin"),
+            common::key_entry("reader", READER, "infer"),
+            common::key_entry("reader-2", NEW, "infer"),
+            common::key_entry("ops", OPS, "admin"),
         ],
     );
     wait_for(|| get(NEW), 200).await;
@@ -381,7 +373,10 @@ async fn keys_rotate_without_a_restart() {
     // ...then the old one removed.
     write_keys(
         &keys,
-        &[entry("reader-2", NEW, "infer"), entry("ops", OPS, "admin")],
+        &[
+            common::key_entry("reader-2", NEW, "infer"),
+            common::key_entry("ops", OPS, "admin"),
+        ],
     );
     wait_for(|| get(READER), 401).await;
     assert_eq!(get(NEW).await, 200);
@@ -738,10 +733,10 @@ async fn keys_made_by_an_admin_work_at_once_survive_a_restart_and_revoke() {
 async fn restricted_principals_reach_only_their_models_and_collections() {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys.json");
-    let mut team = entry("fraud-team", "team-secret-1", "admin");
+    let mut team = common::key_entry("fraud-team", "team-secret-1", "admin");
     team["models"] = json!(["mlp"]);
     team["collections"] = json!(["docs"]);
-    write_keys(&keys, &[entry("ops", OPS, "admin"), team]);
+    write_keys(&keys, &[common::key_entry("ops", OPS, "admin"), team]);
     let repo = common::repo(&[("mlp", None), ("mlp_v2", None)]);
     let srv = Server::start(repo.path(), &["--api-keys", keys.to_str().unwrap()]).await;
     let c = reqwest::Client::new();

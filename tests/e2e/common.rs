@@ -300,3 +300,34 @@ pub fn assert_outputs_match(resp: &Value, case: &Value) {
         }
     }
 }
+
+/// A keys-file entry for `secret` (its SHA-256) with one scope.
+pub fn key_entry(name: &str, secret: &str, scope: &str) -> Value {
+    use sha2::{Digest, Sha256};
+    let hex: String = Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    serde_json::json!({"name": name, "sha256": hex, "scopes": [scope]})
+}
+
+/// One row of the `mlp` fixture (FP32 [1, 64], every value `x`) as a gRPC ModelInferRequest.
+pub fn mlp_grpc_request(x: f32) -> server::proto::inference::ModelInferRequest {
+    use server::proto::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
+    ModelInferRequest {
+        model_name: "mlp".into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 64],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![
+            (0..64)
+                .flat_map(|_| x.to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into(),
+        ],
+        ..Default::default()
+    }
+}

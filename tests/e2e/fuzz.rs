@@ -21,52 +21,41 @@ fn cases() -> usize {
         .unwrap_or(150)
 }
 
-/// Any JSON value, with the keys the bodies use and awkward numbers and strings.
-fn any_json() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::from),
-        any::<i64>().prop_map(Value::from),
-        (-3i64..70).prop_map(Value::from),
-        any::<f64>()
-            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
-        prop_oneof![
-            Just("fz".to_owned()),
-            Just("../../etc/passwd".to_owned()),
-            Just("..".to_owned()),
-            Just("a/b".to_owned()),
-            Just("%2e%2e".to_owned()),
-            Just("1h".to_owned()),
-            Just("cosine".to_owned()),
-            Just("int64".to_owned()),
-            ".{0,16}",
-        ]
-        .prop_map(Value::from),
-    ];
-    leaf.prop_recursive(4, 48, 6, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::vec(("[a-z_]{1,12}", inner), 0..5)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
-        ]
-    })
-}
+#[path = "../../server/tests/support/json_fuzz.rs"]
+mod json_fuzz;
 
-fn mutate(doc: &mut Value, path: &[usize], with: Value) {
-    if let Some((&i, rest)) = path.split_first() {
-        match doc {
-            Value::Array(a) if !a.is_empty() => {
-                let n = a.len();
-                return mutate(&mut a[i % n], rest, with);
-            }
-            Value::Object(o) if !o.is_empty() => {
-                let n = o.len();
-                return mutate(o.values_mut().nth(i % n).unwrap(), rest, with);
-            }
-            _ => {}
-        }
-    }
-    *doc = with;
+use json_fuzz::mutate;
+
+/// Any JSON value, with the names and values the bodies use among its keys and strings.
+fn any_json() -> impl Strategy<Value = Value> {
+    json_fuzz::any_json(
+        &[
+            "inputs",
+            "points",
+            "vector",
+            "payload",
+            "filter",
+            "features",
+            "entities",
+            "df",
+            "rows",
+            "push_source_name",
+            "feature_view",
+            "arms",
+            "weight",
+            "version",
+            "model",
+            "dim",
+            "metric",
+            "window",
+            "sample_rate",
+            "feedback",
+            "reward",
+            "input",
+            "ttl",
+        ],
+        &["fz", "..", "a/b", "1h", "cosine", "int64", "FP32", "mlp"],
+    )
 }
 
 /// `n` bodies for a target: half arbitrary JSON, half `valid` with a subtree replaced.
@@ -343,25 +332,9 @@ async fn every_network_parser_answers_fuzzed_input_with_a_4xx_and_loses_nothing(
     // gRPC ModelInfer: valid requests' bytes, mutated.
     {
         use prost::Message;
+        use server::proto::inference::ModelInferRequest;
         use server::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-        use server::proto::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
-        let valid = ModelInferRequest {
-            model_name: "mlp".into(),
-            inputs: vec![InferInputTensor {
-                name: "input".into(),
-                datatype: "FP32".into(),
-                shape: vec![1, 64],
-                ..Default::default()
-            }],
-            raw_input_contents: vec![
-                (0..64)
-                    .flat_map(|_| 0.5f32.to_le_bytes())
-                    .collect::<Vec<u8>>()
-                    .into(),
-            ],
-            ..Default::default()
-        }
-        .encode_to_vec();
+        let valid = common::mlp_grpc_request(0.5).encode_to_vec();
         let edits = prop::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..8);
         let mut g = GrpcInferenceServiceClient::connect(srv.grpc_url())
             .await

@@ -9,10 +9,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use server::proto::inference::ServerMetadataRequest;
 use server::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use server::proto::inference::model_infer_request::InferInputTensor;
-use server::proto::inference::{ModelInferRequest, ServerMetadataRequest};
-use sha2::{Digest, Sha256};
 
 use crate::common::{self, Server};
 
@@ -20,14 +18,6 @@ use crate::common::{self, Server};
 /// own timeout.
 const HELD: &str =
     "max_batch_size = 8\n[dynamic_batching]\nmax_queue_delay_us = 600000000\nmax_queue_size = 16\n";
-
-fn entry(name: &str, secret: &str) -> Value {
-    let hex: String = Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    json!({"name": name, "sha256": hex, "scopes": ["infer"]})
-}
 
 fn row(timeout_us: u64) -> Value {
     json!({
@@ -42,7 +32,7 @@ async fn one_principal_cannot_hold_more_than_its_share() {
     let keys = dir.path().join("keys.json");
     std::fs::write(
         &keys,
-        json!({"keys": [entry("alice", "alice-secret"), entry("bob", "bob-secret")]}).to_string(),
+        json!({"keys": [common::key_entry("alice", "alice-secret", "infer"), common::key_entry("bob", "bob-secret", "infer")]}).to_string(),
     )
     .unwrap();
     let repo = common::repo(&[("mlp", Some(HELD))]);
@@ -114,22 +104,7 @@ async fn one_principal_cannot_hold_more_than_its_share() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let mut req = tonic::Request::new(ModelInferRequest {
-        model_name: "mlp".into(),
-        inputs: vec![InferInputTensor {
-            name: "input".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, 64],
-            ..Default::default()
-        }],
-        raw_input_contents: vec![
-            (0..64)
-                .flat_map(|_| 0.25f32.to_le_bytes())
-                .collect::<Vec<u8>>()
-                .into(),
-        ],
-        ..Default::default()
-    });
+    let mut req = tonic::Request::new(common::mlp_grpc_request(0.25));
     req.metadata_mut()
         .insert("authorization", "Bearer alice-secret".parse().unwrap());
     assert_eq!(

@@ -8,7 +8,6 @@ use serde_json::json;
 
 use crate::common::{self, Server};
 use inferd_server_proto::grpc_inference_service_client::GrpcInferenceServiceClient;
-use inferd_server_proto::{ModelInferRequest, model_infer_request::InferInputTensor};
 
 mod inferd_server_proto {
     pub use server::proto::inference::*;
@@ -74,19 +73,8 @@ async fn full_queue_rejects_at_once_and_queued_requests_time_out_unrun() {
     let mut grpc = GrpcInferenceServiceClient::connect(srv.grpc_url())
         .await
         .unwrap();
-    let raw: Vec<u8> = (0..64).flat_map(|_| 0.25f32.to_le_bytes()).collect();
     let status = grpc
-        .model_infer(ModelInferRequest {
-            model_name: "mlp".into(),
-            inputs: vec![InferInputTensor {
-                name: "input".into(),
-                datatype: "FP32".into(),
-                shape: vec![1, 64],
-                ..Default::default()
-            }],
-            raw_input_contents: vec![raw.into()],
-            ..Default::default()
-        })
+        .model_infer(common::mlp_grpc_request(0.25))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");

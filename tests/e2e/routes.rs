@@ -7,7 +7,6 @@
 
 use bytes::{Buf, BufMut, Bytes};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tonic::Code;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
@@ -241,13 +240,7 @@ async fn every_route_of_both_transports_answers_each_scope_as_its_table_says() {
     let keys_file = dir.path().join("keys.json");
     let entries: Vec<Value> = KEYS
         .iter()
-        .map(|(name, secret, scope)| {
-            let hex: String = Sha256::digest(secret.as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            json!({"name": name, "sha256": hex, "scopes": [scope]})
-        })
+        .map(|(name, secret, scope)| common::key_entry(name, secret, scope))
         .collect();
     std::fs::write(&keys_file, json!({ "keys": entries }).to_string()).unwrap();
     let repo = common::repo(&[("mlp", None)]);

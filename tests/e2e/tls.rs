@@ -14,7 +14,6 @@ use rcgen::{
 use serde_json::{Value, json};
 use server::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use server::proto::inference::{ServerLiveRequest, ServerMetadataRequest};
-use sha2::{Digest, Sha256};
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -84,14 +83,6 @@ fn write(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn key_entry(name: &str, secret: &str, scope: &str) -> Value {
-    let hex: String = Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    json!({"name": name, "sha256": hex, "scopes": [scope]})
-}
-
 /// A client that trusts `ca` only (no system roots), optionally presenting a certificate.
 fn https_client(ca: &Ca, identity: Option<&(String, String)>) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
@@ -135,7 +126,7 @@ async fn every_port_speaks_tls_and_a_rotated_certificate_is_served_without_a_res
     let keys = dir.path().join("keys.json");
     write(
         &keys,
-        &json!({"keys": [key_entry("reader", READER, "infer")]}).to_string(),
+        &json!({"keys": [common::key_entry("reader", READER, "infer")]}).to_string(),
     );
     let ca1 = ca("inferd test CA 1");
     let (cert, key) = server_cert(&ca1);
@@ -311,7 +302,7 @@ async fn mtls_takes_only_certificates_from_its_ca_and_maps_their_names_to_scopes
     let keys = file(
         "keys.json",
         &json!({
-            "keys": [key_entry("reader", READER, "infer")],
+            "keys": [common::key_entry("reader", READER, "infer")],
             "certificates": [{"name": "spiffe://test.example/ns/ml/sa/ranker", "scopes": ["infer"]}],
         })
         .to_string(),
