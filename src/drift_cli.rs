@@ -58,10 +58,15 @@ struct WatchArgs {
     /// Where the monitors (specs, references, windows) persist.
     #[arg(long, env = "INFERD_DATA_DIR")]
     data_dir: PathBuf,
-    /// Address of the /api/drift routes and /metrics (served without keys: loopback unless
-    /// told otherwise).
+    /// Address of the /api/drift routes and /metrics. Default: loopback.
     #[arg(long, default_value = "127.0.0.1:8010")]
     listen: SocketAddr,
+    /// API keys, in the server's --api-keys format (re-read when it changes): the /api/drift
+    /// routes then need a key with their scope (reads infer, changes admin), as on the
+    /// server; /metrics stays open. Default: none — the routes are open, so keep --listen on
+    /// loopback.
+    #[arg(long, env = "INFERD_API_KEYS")]
+    api_keys: Option<PathBuf>,
 }
 
 pub async fn run(args: DriftArgs) -> anyhow::Result<()> {
@@ -266,8 +271,29 @@ async fn watch(w: WatchArgs) -> anyhow::Result<()> {
             }
         })
     };
-    let app =
-        server::http::drift::router(Arc::clone(&monitors), 64 << 20).route("/metrics", metrics);
+    // The server's own access layer: the same keys file, scopes and audit, on the routes
+    // the router resolved; unknown paths authenticate before their 404.
+    let auth = Arc::new(server::auth::Auth::open(
+        w.api_keys.as_deref(),
+        None,
+        false,
+    )?);
+    if auth.enabled() {
+        auth.watch();
+    } else if !w.listen.ip().is_loopback() {
+        tracing::warn!(listen = %w.listen, "drift watch WITHOUT KEYS on a non-loopback address: anyone who reaches it can change the monitors; give --api-keys");
+    }
+    let app = server::http::drift::router(Arc::clone(&monitors), 64 << 20)
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&auth),
+            server::auth::http_layer,
+        ))
+        .fallback({
+            let auth = Arc::clone(&auth);
+            move |req| server::auth::fallback(Arc::clone(&auth), req)
+        })
+        // After the layer: open, as the server's metrics port.
+        .route("/metrics", metrics);
     let listener = tokio::net::TcpListener::bind(w.listen)
         .await
         .with_context(|| format!("cannot listen on {}", w.listen))?;

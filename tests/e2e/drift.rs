@@ -449,6 +449,8 @@ async fn a_full_sample_channel_drops_and_counts_samples_and_every_request_succee
     }
 }
 
+const WATCH_KEY: &str = "watch-admin-secret";
+
 /// `inferd drift watch`, started for a test.
 struct Watch {
     child: Child,
@@ -458,8 +460,15 @@ struct Watch {
 }
 
 impl Watch {
+    /// With an admin key, `WATCH_KEY`, required on its /api/drift routes.
     async fn start(brokers: &str, topic: &str) -> Watch {
         let data = tempfile::tempdir().unwrap();
+        let keys = data.path().join("keys.json");
+        std::fs::write(
+            &keys,
+            json!({"keys": [common::key_entry("ops", WATCH_KEY, "admin")]}).to_string(),
+        )
+        .unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -480,6 +489,8 @@ impl Watch {
             .arg("--data-dir")
             .arg(data.path())
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--api-keys")
+            .arg(&keys)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -540,9 +551,15 @@ async fn the_kafka_path_gives_the_in_process_verdicts() {
     let watch = Watch::start(&tansu.brokers(), topic).await;
     let c = reqwest::Client::new();
     let csv = reference_csv(&iris_rows(1, WINDOW, [0.0; 4]));
+    // The watcher asks for a key (the server here runs --no-auth, and ignores it).
+    let r = c.get(watch.url("/api/drift")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c.get(watch.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "metrics stay open");
     for base in [srv.url(""), watch.url("")] {
         let r = c
             .put(format!("{base}/api/drift/{IRIS}"))
+            .bearer_auth(WATCH_KEY)
             .json(&iris_spec())
             .send()
             .await
@@ -550,6 +567,7 @@ async fn the_kafka_path_gives_the_in_process_verdicts() {
         assert_eq!(r.status(), 201);
         let r = c
             .put(format!("{base}/api/drift/{IRIS}/reference"))
+            .bearer_auth(WATCH_KEY)
             .header("content-type", "text/csv")
             .body(csv.clone())
             .send()
@@ -570,7 +588,10 @@ async fn the_kafka_path_gives_the_in_process_verdicts() {
     let local = wait_windows(&srv, IRIS, 2).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let remote = loop {
-        let s: Value = reqwest::get(watch.url(&format!("/api/drift/{IRIS}")))
+        let s: Value = c
+            .get(watch.url(&format!("/api/drift/{IRIS}")))
+            .bearer_auth(WATCH_KEY)
+            .send()
             .await
             .unwrap()
             .json()
