@@ -40,6 +40,8 @@
 //! header_timeout_secs = 30           # to finish a TLS handshake, to send a request's headers
 //! max_header_bytes = 16384           # request line and headers, at most (431 past it)
 //! max_concurrent_per_principal = 512 # requests in flight per key, token subject or certificate
+//! redis_ca_cert = "/etc/inferd/redis-ca.crt" # with feature_store = "rediss://...": the CA to trust
+//! redis_client_cert = "/etc/inferd/redis-client.crt" # and a client certificate (with redis_client_key)
 //! ```
 
 use std::net::IpAddr;
@@ -189,6 +191,14 @@ pub struct ServeArgs {
     /// bytes. Default: 16 KiB (an OIDC provider's token is 1–2 KiB).
     #[arg(long, env = "INFERD_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
+    /// For a rediss:// --feature-store: the CA (PEM) to trust instead of the system's.
+    #[arg(long, env = "INFERD_REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<PathBuf>,
+    /// For a Redis that asks for client certificates: this one (PEM), with --redis-client-key.
+    #[arg(long, env = "INFERD_REDIS_CLIENT_CERT")]
+    pub redis_client_cert: Option<PathBuf>,
+    #[arg(long, env = "INFERD_REDIS_CLIENT_KEY")]
+    pub redis_client_key: Option<PathBuf>,
     /// Requests one principal (key, token subject, certificate; every caller when
     /// unauthenticated) may have in flight; past it, 429 with Retry-After /
     /// RESOURCE_EXHAUSTED. 0: unlimited. Default: 512.
@@ -238,6 +248,9 @@ struct FileConfig {
     header_timeout_secs: Option<u64>,
     max_header_bytes: Option<usize>,
     max_concurrent_per_principal: Option<usize>,
+    redis_ca_cert: Option<PathBuf>,
+    redis_client_cert: Option<PathBuf>,
+    redis_client_key: Option<PathBuf>,
 }
 
 /// The resolved, validated configuration.
@@ -280,6 +293,10 @@ pub struct Config {
     pub limits: crate::listen::Limits,
     /// 0: unlimited.
     pub max_concurrent_per_principal: usize,
+    /// TLS to a rediss:// online store: CA, client certificate and key (PEM files).
+    pub redis_ca_cert: Option<PathBuf>,
+    pub redis_client_cert: Option<PathBuf>,
+    pub redis_client_key: Option<PathBuf>,
 }
 
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
@@ -462,6 +479,9 @@ impl Config {
                 .max_concurrent_per_principal
                 .or(file.max_concurrent_per_principal)
                 .unwrap_or(512),
+            redis_ca_cert: args.redis_ca_cert.or(file.redis_ca_cert),
+            redis_client_cert: args.redis_client_cert.or(file.redis_client_cert),
+            redis_client_key: args.redis_client_key.or(file.redis_client_key),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -495,6 +515,17 @@ impl Config {
         anyhow::ensure!(
             self.limits.max_header_bytes >= 8192,
             "max_header_bytes must be at least 8192"
+        );
+        let redis_tls = self.redis_ca_cert.is_some()
+            || self.redis_client_cert.is_some()
+            || self.redis_client_key.is_some();
+        anyhow::ensure!(
+            !redis_tls || self.feature_store.starts_with("rediss://"),
+            "--redis-ca-cert / --redis-client-cert / --redis-client-key need a rediss:// --feature-store"
+        );
+        anyhow::ensure!(
+            self.redis_client_cert.is_some() == self.redis_client_key.is_some(),
+            "a Redis client certificate needs both --redis-client-cert and --redis-client-key"
         );
         if let Some(t) = &self.tls {
             for (flag, f) in [

@@ -397,7 +397,22 @@ async fn open_features(
     let store: Arc<dyn OnlineStore> = if cfg.feature_store == "memory" {
         Arc::new(feature_store::store::memory::MemoryStore::new())
     } else {
-        let redis = feature_store::store::redis::RedisStore::open(&cfg.feature_store, "inferd")?;
+        let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let tls = if cfg.feature_store.starts_with("rediss://")
+            && (cfg.redis_ca_cert.is_some() || cfg.redis_client_cert.is_some())
+        {
+            Some(feature_store::store::redis::RedisTls {
+                ca_cert: cfg.redis_ca_cert.as_deref().map(read).transpose()?,
+                client: match (&cfg.redis_client_cert, &cfg.redis_client_key) {
+                    (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+                    _ => None,
+                },
+            })
+        } else {
+            None
+        };
+        let redis =
+            feature_store::store::redis::RedisStore::open_with(&cfg.feature_store, "inferd", tls)?;
         if let Err(e) = redis.ping().await {
             tracing::warn!(error = %e, "the online store is not reachable yet: feature reads fail until it is");
         }

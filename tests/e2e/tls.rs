@@ -412,3 +412,148 @@ async fn mtls_takes_only_certificates_from_its_ca_and_maps_their_names_to_scopes
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_online_store_is_reached_over_tls_with_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |n: &str| dir.path().join(n);
+    let ca = ca("redis test CA");
+    let (cert, key) = server_cert(&ca);
+    let client = leaf(
+        &ca,
+        "inferd",
+        vec![SanType::DnsName("inferd".try_into().unwrap())],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    for (n, text) in [
+        ("ca.crt", &ca.pem),
+        ("redis.crt", &cert),
+        ("redis.key", &key),
+        ("client.crt", &client.0),
+        ("client.key", &client.1),
+    ] {
+        write(&path(n), text);
+    }
+    // A real redis-server speaking TLS only, asking every client for a certificate.
+    let port = common::free_port();
+    let log = std::fs::File::create(path("redis.log")).unwrap();
+    let redis = std::process::Command::new(
+        std::env::var("INFERD_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()),
+    )
+    .args([
+        "--port",
+        "0",
+        "--tls-port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ])
+    .arg("--tls-cert-file")
+    .arg(path("redis.crt"))
+    .arg("--tls-key-file")
+    .arg(path("redis.key"))
+    .arg("--tls-ca-cert-file")
+    .arg(path("ca.crt"))
+    .args([
+        "--tls-auth-clients",
+        "yes",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ])
+    .arg("--dir")
+    .arg(dir.path())
+    .stdout(log)
+    .spawn()
+    .expect("redis-server");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _redis = Kill(redis);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let store = format!("rediss://127.0.0.1:{port}/0");
+    let repo = common::repo(&[]);
+    let start = |extra: Vec<String>| {
+        let store = store.clone();
+        let repo = repo.path().to_owned();
+        async move {
+            let mut args = vec!["--feature-store".to_owned(), store];
+            args.extend(extra);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Server::start(&repo, &args).await
+        }
+    };
+    let p = |n: &str| path(n).to_str().unwrap().to_owned();
+    let srv = start(vec![
+        "--redis-ca-cert".into(),
+        p("ca.crt"),
+        "--redis-client-cert".into(),
+        p("client.crt"),
+        "--redis-client-key".into(),
+        p("client.key"),
+    ])
+    .await;
+    let c = reqwest::Client::new();
+    let r = c
+        .put(srv.url("/api/feature-views/users"))
+        .json(&json!({"entities": ["user_id"], "ttl": "1h", "features": [{"name": "n", "type": "int64"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let (s, r) = srv
+        .post(
+            "/api/features/push",
+            &json!({"feature_view": "users", "rows": [{"user_id": "u1", "event_timestamp": now, "n": 42}]}),
+        )
+        .await;
+    assert_eq!((s, &r), (200, &json!({"written": 1, "stale": 0})));
+    let (s, r) = srv
+        .post(
+            "/api/features/get-online-features",
+            &json!({"features": ["users:n"], "entities": {"user_id": ["u1"]}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["results"][1]["values"], json!([42]), "{r}");
+    drop(srv);
+
+    // Without the client certificate, Redis refuses the connection: reads answer 503, and
+    // the server keeps serving everything else.
+    let srv = start(vec!["--redis-ca-cert".into(), p("ca.crt")]).await;
+    let r = c
+        .put(srv.url("/api/feature-views/users"))
+        .json(&json!({"entities": ["user_id"], "ttl": "1h", "features": [{"name": "n", "type": "int64"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (s, r) = srv
+        .post(
+            "/api/features/get-online-features",
+            &json!({"features": ["users:n"], "entities": {"user_id": ["u1"]}}),
+        )
+        .await;
+    assert_eq!(s, 503, "{r}");
+    assert_eq!(
+        c.get(srv.url("/v2/health/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

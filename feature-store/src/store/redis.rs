@@ -44,12 +44,48 @@ pub struct RedisStore {
     script: Script,
 }
 
+/// TLS to Redis beyond what a `rediss://` URL does by itself (the system's CAs).
+#[derive(Clone, Default)]
+pub struct RedisTls {
+    /// PEM CA certificate(s) to trust instead of the system's.
+    pub ca_cert: Option<Vec<u8>>,
+    /// PEM client certificate and key, for a Redis with `tls-auth-clients yes`.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
 impl RedisStore {
     /// Connects lazily: the server starts (and reads fail clearly) while Redis is down.
     pub fn open(url: &str, prefix: &str) -> Result<RedisStore> {
+        RedisStore::open_with(url, prefix, None)
+    }
+
+    /// [`RedisStore::open`], and for a `rediss://` URL the CA to trust instead of the
+    /// system's and a client certificate (PEM), when Redis asks for one.
+    pub fn open_with(url: &str, prefix: &str, tls: Option<RedisTls>) -> Result<RedisStore> {
         let addr = redact(url);
-        let client = redis::Client::open(url)
-            .map_err(|e| Error::Config(format!("online store URL {addr}: {e}")))?;
+        let client = match tls {
+            None => redis::Client::open(url),
+            Some(t) => {
+                if !url.starts_with("rediss://") {
+                    return Err(Error::Config(format!(
+                        "online store {addr}: TLS settings need a rediss:// URL"
+                    )));
+                }
+                redis::Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates {
+                        client_tls: t.client.map(|(client_cert, client_key)| {
+                            redis::ClientTlsConfig {
+                                client_cert,
+                                client_key,
+                            }
+                        }),
+                        root_cert: t.ca_cert,
+                    },
+                )
+            }
+        }
+        .map_err(|e| Error::Config(format!("online store URL {addr}: {e}")))?;
         // Fail fast while Redis is down (reads answer 503 in about a second) and reconnect on
         // the next call; the ingester retries writes itself.
         let config = ConnectionManagerConfig::new()
