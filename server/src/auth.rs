@@ -1665,6 +1665,41 @@ pub fn grpc_need(path: &str) -> Need {
     Need::Scope(scope)
 }
 
+/// The gRPC methods open to a restricted principal: those naming no target, and those whose
+/// handlers check the one they name ([`grpc_reach`]).
+pub const REACH_CHECKED: &[&str] = &[
+    "/inference.GRPCInferenceService/ServerLive",
+    "/inference.GRPCInferenceService/ServerReady",
+    "/inference.GRPCInferenceService/ServerMetadata",
+    "/inference.GRPCInferenceService/ModelReady",
+    "/inference.GRPCInferenceService/ModelMetadata",
+    "/inference.GRPCInferenceService/ModelConfig",
+    "/inference.GRPCInferenceService/ModelStatistics",
+    "/inference.GRPCInferenceService/ModelInfer",
+    "/inference.GRPCInferenceService/RepositoryIndex",
+    "/inference.GRPCInferenceService/RepositoryModelLoad",
+    "/inference.GRPCInferenceService/RepositoryModelUnload",
+];
+
+/// For the gRPC handlers in [`REACH_CHECKED`]: PERMISSION_DENIED when the call's principal
+/// (set by [`GrpcAuth`] when it is restricted) may not reach `name` of `kind`.
+pub fn grpc_reach(ext: &tonic::Extensions, kind: Kind, name: &str) -> Result<(), tonic::Status> {
+    match ext.get::<Principal>() {
+        Some(p) if !p.reach.allows(kind, name) => Err(tonic::Status::permission_denied(format!(
+            "'{}' may not reach {} '{name}'",
+            p.name,
+            kind.noun()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// For the gRPC list handlers: whether the call's principal may see `name` of `kind`.
+pub fn grpc_visible(ext: &tonic::Extensions, kind: Kind, name: &str) -> bool {
+    ext.get::<Principal>()
+        .is_none_or(|p| p.reach.allows(kind, name))
+}
+
 /// The tower layer in front of every gRPC service (`Server::builder().layer(..)`).
 #[derive(Clone)]
 pub struct GrpcAuthLayer(pub Arc<Auth>);
@@ -1723,11 +1758,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let need = grpc_need(req.uri().path());
+        let path = req.uri().path().to_owned();
         let event = |principal: Option<&str>, result: String| {
             serde_json::json!({"transport": "grpc", "principal": principal, "method": "POST",
-                               "route": req.uri().path(), "target": req.uri().path(), "result": result})
+                               "route": path, "target": path, "result": result})
         };
         match self
             .auth
@@ -1735,25 +1771,25 @@ where
         {
             Ok((p, permit)) => {
                 // A restricted principal: gRPC messages carry their targets, which this
-                // layer does not decode — only the calls that name none are open to it.
-                if let Some(p) = p.as_ref().filter(|p| !p.reach.unrestricted())
-                    && !matches!(
-                        req.uri().path(),
-                        "/inference.GRPCInferenceService/ServerLive"
-                            | "/inference.GRPCInferenceService/ServerReady"
-                            | "/inference.GRPCInferenceService/ServerMetadata"
-                    )
-                {
-                    let d = Denied::OutOfReach {
-                        principal: p.name.clone(),
-                        what: "gRPC methods that name models, collections or feature views (it is restricted to some; use REST)".into(),
-                    };
-                    self.auth
-                        .audit
-                        .record(event(Some(&p.name), format!("refused: {}", d.message())));
-                    return futures::future::Either::Right(std::future::ready(Ok(
-                        tonic::Status::permission_denied(d.message()).into_http(),
-                    )));
+                // layer does not decode. The methods whose handlers check the target
+                // ([`grpc_reach`]) or name none are open to it; the rest are refused.
+                if let Some(p) = p.as_ref().filter(|p| !p.reach.unrestricted()) {
+                    if !REACH_CHECKED.contains(&path.as_str()) {
+                        let d = Denied::OutOfReach {
+                            principal: p.name.clone(),
+                            what: format!(
+                                "{path}: a principal restricted to some models, collections or feature views may use only {} over gRPC (and REST)",
+                                REACH_CHECKED.join(", ")
+                            ),
+                        };
+                        self.auth
+                            .audit
+                            .record(event(Some(&p.name), format!("refused: {}", d.message())));
+                        return futures::future::Either::Right(std::future::ready(Ok(
+                            tonic::Status::permission_denied(d.message()).into_http(),
+                        )));
+                    }
+                    req.extensions_mut().insert(p.clone());
                 }
                 if matches!(need, Need::Scope(Scope::Write | Scope::Admin)) {
                     // Recorded as it is let through (the gRPC status comes in a trailer).

@@ -855,21 +855,60 @@ async fn restricted_principals_reach_only_their_models_and_collections() {
     )
     .await;
     assert_eq!(code, 403, "{body}");
-    // gRPC: only what names nothing.
+    // gRPC: the inference service checks the model each call names; lists are filtered;
+    // the methods that do not check are refused.
     let mut g = GrpcInferenceServiceClient::connect(srv.grpc_url())
         .await
         .unwrap();
     g.server_metadata(with_key(ServerMetadataRequest {}, "team-secret-1"))
         .await
         .unwrap();
-    let e = g
-        .model_metadata(with_key(
+    let meta = |name: &str| {
+        with_key(
             server::proto::inference::ModelMetadataRequest {
-                name: "mlp".into(),
+                name: name.into(),
                 version: String::new(),
             },
             "team-secret-1",
+        )
+    };
+    assert_eq!(
+        g.model_metadata(meta("mlp"))
+            .await
+            .unwrap()
+            .into_inner()
+            .name,
+        "mlp"
+    );
+    let e = g.model_metadata(meta("mlp_v2")).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(
+        e.message().contains("may not reach model 'mlp_v2'"),
+        "{e:?}"
+    );
+    g.model_infer(with_key(common::mlp_grpc_request(0.5), "team-secret-1"))
+        .await
+        .unwrap();
+    let mut other = common::mlp_grpc_request(0.5);
+    other.model_name = "mlp_v2".into();
+    let e = g
+        .model_infer(with_key(other, "team-secret-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let index = g
+        .repository_index(with_key(
+            server::proto::inference::RepositoryIndexRequest::default(),
+            "team-secret-1",
         ))
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = index.models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["mlp"]);
+    let mut registry = ModelRegistryClient::connect(srv.grpc_url()).await.unwrap();
+    let e = registry
+        .list_models(with_key(ListModelsRequest::default(), "team-secret-1"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");

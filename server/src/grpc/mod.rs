@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{self, Kind};
 use crate::error::ApiError;
 use crate::infer;
 use crate::proto::inference as pb;
@@ -59,6 +60,11 @@ impl InferenceService {
 
 type Reply<T> = Result<Response<T>, Status>;
 
+/// A restricted principal's reach over the model a call names ([`auth::grpc_reach`]).
+fn reach<T>(r: &Request<T>, model: &str) -> Result<(), Status> {
+    auth::grpc_reach(r.extensions(), Kind::Model, model)
+}
+
 /// Bound on stream requests in flight per stream; past it the stream stops reading (gRPC
 /// flow control pushes back on the client).
 const STREAM_IN_FLIGHT: usize = 1024;
@@ -85,6 +91,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         r: Request<pb::ModelReadyRequest>,
     ) -> Reply<pb::ModelReadyResponse> {
+        reach(&r, &r.get_ref().name)?;
         let r = r.into_inner();
         let ready = self
             .state
@@ -109,6 +116,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         r: Request<pb::ModelMetadataRequest>,
     ) -> Reply<pb::ModelMetadataResponse> {
+        reach(&r, &r.get_ref().name)?;
         let r = r.into_inner();
         let repo = &self.state.repo;
         let v = repo
@@ -145,6 +153,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         r: Request<pb::ModelInferRequest>,
     ) -> Reply<pb::ModelInferResponse> {
+        reach(&r, &r.get_ref().model_name)?;
         let (metadata, _, msg) = r.into_parts();
         let (resp, metadata) = Self::infer_one(&self.state, msg, metadata.into_headers()).await?;
         Ok(Response::from_parts(
@@ -223,6 +232,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         r: Request<pb::ModelConfigRequest>,
     ) -> Reply<pb::ModelConfigResponse> {
+        reach(&r, &r.get_ref().name)?;
         let r = r.into_inner();
         let v = self
             .state
@@ -238,7 +248,10 @@ impl GrpcInferenceService for InferenceService {
         &self,
         r: Request<pb::ModelStatisticsRequest>,
     ) -> Reply<pb::ModelStatisticsResponse> {
-        let r = r.into_inner();
+        if !r.get_ref().name.is_empty() {
+            reach(&r, &r.get_ref().name)?;
+        }
+        let (_, ext, r) = r.into_parts();
         let repo = &self.state.repo;
         let versions = match (r.name.as_str(), Self::version(&r.version)) {
             ("", _) => repo.ready_versions(),
@@ -253,6 +266,7 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(pb::ModelStatisticsResponse {
             model_stats: versions
                 .iter()
+                .filter(|v| auth::grpc_visible(&ext, Kind::Model, &v.model))
                 .map(|v| triton::model_statistics(v))
                 .collect(),
         }))
@@ -262,13 +276,15 @@ impl GrpcInferenceService for InferenceService {
         &self,
         r: Request<pb::RepositoryIndexRequest>,
     ) -> Reply<pb::RepositoryIndexResponse> {
-        let ready_only = r.into_inner().ready;
+        let (_, ext, r) = r.into_parts();
+        let ready_only = r.ready;
         let models = self
             .state
             .repo
             .index()
             .into_iter()
             .filter(|e| !ready_only || e.state == "READY")
+            .filter(|e| auth::grpc_visible(&ext, Kind::Model, &e.name))
             .map(|e| pb::repository_index_response::ModelIndex {
                 name: e.name,
                 version: e.version,
@@ -283,6 +299,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         r: Request<pb::RepositoryModelLoadRequest>,
     ) -> Reply<pb::RepositoryModelLoadResponse> {
+        reach(&r, &r.get_ref().model_name)?;
         let r = r.into_inner();
         if r.parameters
             .keys()
@@ -305,6 +322,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         r: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Reply<pb::RepositoryModelUnloadResponse> {
+        reach(&r, &r.get_ref().model_name)?;
         self.state
             .repo
             .unload_model(&r.into_inner().model_name)
