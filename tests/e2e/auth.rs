@@ -199,13 +199,38 @@ async fn rest_routes_need_a_key_with_their_scope() {
         has(json!("pusher"), "POST", "/api/feedback", "200"),
         "{lines:?}"
     );
-    let text = std::fs::read_to_string(&audit).unwrap();
-    for secret in [READER, PUSHER, OPS, "not-a-key"] {
-        assert!(!text.contains(secret), "a secret in the audit log");
-    }
     // The message of a 403 names the missing scope, not what exists.
     let (_, _, body) = status(&c, M::DELETE, srv.url("/api/models/nope"), Some(READER)).await;
     assert!(body.contains("lacks the 'admin' scope"), "{body}");
+    // Log injection: names with line breaks and terminal escapes, refused or not, forge no
+    // line in either log (the audit log's JSON escapes them; the server log quotes them).
+    for path in [
+        "/v2/models/x%0aINFO%20forged-line/infer",
+        "/api/models/x%0d%0aforged-line",
+        "/v2/models/%1b%5b31mforged-line",
+    ] {
+        let (code, _, _) = status(&c, M::POST, srv.url(path), Some(READER)).await;
+        assert!((400..500).contains(&code), "{path}: {code}");
+        let (code, _, _) = status(&c, M::DELETE, srv.url(path), None).await;
+        assert!((400..500).contains(&code), "{path}: {code}");
+    }
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let log = srv.log();
+    for (what, t) in [("audit log", &text), ("server log", &log)] {
+        for secret in [READER, PUSHER, OPS, "not-a-key"] {
+            assert!(!t.contains(secret), "a secret in the {what}");
+        }
+        assert!(
+            !t.lines().any(|l| l.trim_start().starts_with("forged-line")
+                || l.contains("INFO forged-line")
+                || l.contains("\x1b[31m")),
+            "a forged line in the {what}:\n{t}"
+        );
+    }
+    assert!(
+        text.contains("forged-line"),
+        "the refusals are in the audit log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
