@@ -1676,6 +1676,7 @@ pub const REACH_CHECKED: &[&str] = &[
     "/inference.GRPCInferenceService/ModelConfig",
     "/inference.GRPCInferenceService/ModelStatistics",
     "/inference.GRPCInferenceService/ModelInfer",
+    "/inference.GRPCInferenceService/ModelStreamInfer",
     "/inference.GRPCInferenceService/RepositoryIndex",
     "/inference.GRPCInferenceService/RepositoryModelLoad",
     "/inference.GRPCInferenceService/RepositoryModelUnload",

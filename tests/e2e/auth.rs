@@ -921,6 +921,31 @@ async fn restricted_principals_reach_only_their_models_and_collections() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // On a stream, each request is checked: one per model, answered in order.
+    let mut theirs = common::mlp_grpc_request(0.5);
+    theirs.model_name = "mlp_v2".into();
+    theirs.id = "theirs".into();
+    let mut ours = common::mlp_grpc_request(0.5);
+    ours.id = "ours".into();
+    let mut stream = g
+        .model_stream_infer(with_key(
+            futures::stream::iter([ours, theirs]),
+            "team-secret-1",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.error_message, "");
+    assert_eq!(first.infer_response.unwrap().id, "ours");
+    let second = stream.message().await.unwrap().unwrap();
+    assert!(
+        second
+            .error_message
+            .contains("may not reach model 'mlp_v2'"),
+        "{second:?}"
+    );
+    assert_eq!(second.infer_response.unwrap().id, "theirs");
     let index = g
         .repository_index(with_key(
             server::proto::inference::RepositoryIndexRequest::default(),

@@ -172,8 +172,10 @@ impl GrpcInferenceService for InferenceService {
         &self,
         r: Request<Streaming<pb::ModelInferRequest>>,
     ) -> Reply<Self::ModelStreamInferStream> {
-        // The stream's metadata applies to each of its requests.
-        let (metadata, _, mut incoming) = r.into_parts();
+        // The stream's metadata applies to each of its requests, and so does a restricted
+        // principal's reach (checked per request: an error answers that request only).
+        let (metadata, ext, mut incoming) = r.into_parts();
+        let principal = ext.get::<auth::Principal>().cloned();
         let headers = metadata.into_headers();
         let (order_tx, mut order_rx) = mpsc::channel::<
             tokio::task::JoinHandle<pb::ModelStreamInferResponse>,
@@ -187,7 +189,22 @@ impl GrpcInferenceService for InferenceService {
                         let state = Arc::clone(&state);
                         let id = req.id.clone();
                         let headers = headers.clone();
+                        let refused = principal
+                            .as_ref()
+                            .filter(|p| !p.reach.allows(Kind::Model, &req.model_name))
+                            .map(|p| {
+                                format!("'{}' may not reach model '{}'", p.name, req.model_name)
+                            });
                         let task = tokio::spawn(async move {
+                            if let Some(error_message) = refused {
+                                return pb::ModelStreamInferResponse {
+                                    error_message,
+                                    infer_response: Some(pb::ModelInferResponse {
+                                        id,
+                                        ..Default::default()
+                                    }),
+                                };
+                            }
                             match Self::infer_one(&state, req, headers).await {
                                 Ok((resp, _)) => pb::ModelStreamInferResponse {
                                     error_message: String::new(),
