@@ -136,6 +136,23 @@ impl Reach {
     }
 }
 
+/// For the handlers that read their target from the body ([`Target::Checked`]): 403 when
+/// the request's principal (set by the layer when it is restricted) may not reach it.
+pub fn check_reach(
+    ext: &http::Extensions,
+    kind: Kind,
+    name: &str,
+) -> Result<(), crate::error::ApiError> {
+    match ext.get::<Principal>() {
+        Some(p) if !p.reach.allows(kind, name) => Err(crate::error::ApiError::Forbidden(format!(
+            "'{}' may not reach {} '{name}'",
+            p.name,
+            kind.noun()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// For list handlers: whether the request's principal (set by the layer when it is
 /// restricted) may see `name` of `kind`.
 pub fn visible(ext: &http::Extensions, kind: Kind, name: &str) -> bool {
@@ -1480,6 +1497,8 @@ enum Target {
     List,
     /// The name in this path parameter.
     Path(Kind, &'static str),
+    /// Named in the body, and checked by its handler once parsed ([`check_reach`]).
+    Checked,
     /// Named in the body, which the layer does not read: refused to a principal restricted
     /// in that kind (`None`: in any).
     Body(Option<Kind>),
@@ -1508,8 +1527,11 @@ fn target(route: &str) -> Target {
         _ if under("/api/drift/{model}") => Target::Path(Kind::Model, "model"),
         _ if under("/api/collections/{c}") => Target::Path(Kind::Collection, "c"),
         _ if under("/api/feature-views/{name}") => Target::Path(Kind::FeatureView, "name"),
+        "/v1/embeddings" | "/api/features/get-online-features" | "/api/features/push" => {
+            Target::Checked
+        }
         _ if under("/api/features") => Target::Body(Some(Kind::FeatureView)),
-        "/v1/embeddings" | "/api/feedback" | "/v2/models/stats" => Target::Body(Some(Kind::Model)),
+        "/api/feedback" | "/v2/models/stats" => Target::Body(Some(Kind::Model)),
         _ if under("/api/experiments") => Target::Body(Some(Kind::Model)),
         _ => Target::Body(None),
     }
@@ -1527,7 +1549,7 @@ async fn within_reach(p: &Principal, route: Option<&str>, req: &mut Request) -> 
         return Err(out("an unrouted path".into()));
     };
     match target(route) {
-        Target::Nothing | Target::List => Ok(()),
+        Target::Nothing | Target::List | Target::Checked => Ok(()),
         Target::Body(kind) => {
             let restricted = match kind {
                 Some(k) => p.reach.restricts(k),

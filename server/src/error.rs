@@ -36,6 +36,10 @@ pub enum ApiError {
     /// The request contradicts the state (a name taken, a key defined in a file).
     #[error("{0}")]
     Conflict(String),
+    /// Valid credentials that may not reach what the request names (a restricted
+    /// principal, [`crate::auth::Reach`]).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl ApiError {
@@ -105,6 +109,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -170,6 +175,7 @@ impl ApiError {
             ApiError::NotFound(_) => tonic::Code::NotFound,
             ApiError::Unavailable(_) => tonic::Code::Unavailable,
             ApiError::Conflict(_) => tonic::Code::FailedPrecondition,
+            ApiError::Forbidden(_) => tonic::Code::PermissionDenied,
         }
     }
 

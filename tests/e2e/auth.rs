@@ -761,6 +761,7 @@ async fn restricted_principals_reach_only_their_models_and_collections() {
     let mut team = common::key_entry("fraud-team", "team-secret-1", "admin");
     team["models"] = json!(["mlp"]);
     team["collections"] = json!(["docs"]);
+    team["feature_views"] = json!(["users"]);
     write_keys(&keys, &[common::key_entry("ops", OPS, "admin"), team]);
     let repo = common::repo(&[("mlp", None), ("mlp_v2", None)]);
     let srv = Server::start(repo.path(), &["--api-keys", keys.to_str().unwrap()]).await;
@@ -872,13 +873,43 @@ async fn restricted_principals_reach_only_their_models_and_collections() {
         as_team(M::DELETE, "/api/collections/secret", None).await.0,
         403
     );
-    // A route naming its model in the body is refused to a model-restricted principal.
+    // Routes naming their target in the body check it once parsed: embeddings (its model),
+    // feature reads and pushes (their views).
+    let (code, body) = as_team(
+        M::POST,
+        "/v1/embeddings",
+        Some(json!({"model": "mlp_v2", "input": "x"})),
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("may not reach model 'mlp_v2'"), "{body}");
     let (code, body) = as_team(
         M::POST,
         "/v1/embeddings",
         Some(json!({"model": "mlp", "input": "x"})),
     )
     .await;
+    assert_eq!(code, 400, "its own model, not a text model: {body}");
+    let (code, body) = as_team(
+        M::POST,
+        "/api/features/get-online-features",
+        Some(json!({"features": ["users:n", "payroll:salary"], "entities": {"user_id": ["u1"]}})),
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains("may not reach feature view 'payroll'"),
+        "{body}"
+    );
+    let (code, body) = as_team(
+        M::POST,
+        "/api/features/push",
+        Some(json!({"feature_view": "payroll", "rows": []})),
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    // Body routes that are not checked yet are refused to a principal restricted in that kind.
+    let (code, body) = as_team(M::POST, "/api/feedback", Some(json!({"feedback": []}))).await;
     assert_eq!(code, 403, "{body}");
     // gRPC: the inference service checks the model each call names; lists are filtered;
     // the methods that do not check are refused.

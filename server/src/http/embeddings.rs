@@ -57,6 +57,7 @@ fn bad(msg: impl Into<String>) -> OpenAiError {
 
 pub async fn embeddings(
     State(s): State<Arc<AppState>>,
+    ext: axum::http::Extensions,
     body: Body,
 ) -> Result<Response, OpenAiError> {
     let bytes = super::v2::read_body(body, s.max_request_bytes).await?;
@@ -92,6 +93,7 @@ pub async fn embeddings(
     if texts.is_empty() {
         return Err(bad("'input' is an empty list: send at least one string"));
     }
+    crate::auth::check_reach(&ext, crate::auth::Kind::Model, &req.model)?;
     let served = s.repo.get(&req.model, None)?;
     let n = texts.len();
     let tensor = Tensor::new(DataType::Bytes, vec![n as i64], TensorData::Bytes(texts))

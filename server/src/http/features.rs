@@ -132,8 +132,16 @@ struct ReadBody {
     full_feature_names: bool,
 }
 
-async fn get_online_features(State(ctx): St, b: Body) -> ApiResult<Response> {
+async fn get_online_features(
+    State(ctx): St,
+    ext: axum::http::Extensions,
+    b: Body,
+) -> ApiResult<Response> {
     let req: ReadBody = body(&ctx, b, "get-online-features request").await?;
+    for f in &req.features {
+        let (view, _) = feature_store::serving::parse_ref(f)?;
+        crate::auth::check_reach(&ext, crate::auth::Kind::FeatureView, view)?;
+    }
     let resp = ctx
         .fs
         .get_online_features(&OnlineRequest {
@@ -246,8 +254,9 @@ struct PushBody {
     to: Option<String>,
 }
 
-async fn push(State(ctx): St, b: Body) -> ApiResult<Json<JsonValue>> {
+async fn push(State(ctx): St, ext: axum::http::Extensions, b: Body) -> ApiResult<Json<JsonValue>> {
     let req: PushBody = body(&ctx, b, "push request").await?;
+    crate::auth::check_reach(&ext, crate::auth::Kind::FeatureView, &req.feature_view)?;
     if let Some(to) = req.to.as_deref().filter(|t| *t != "online") {
         return Err(ApiError::BadRequest(format!(
             "push to '{to}': inferd has an online store only (use \"online\")"
