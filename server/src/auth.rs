@@ -1702,6 +1702,22 @@ pub const REACH_CHECKED: &[&str] = &[
     "/inference.GRPCInferenceService/RepositoryIndex",
     "/inference.GRPCInferenceService/RepositoryModelLoad",
     "/inference.GRPCInferenceService/RepositoryModelUnload",
+    "/inferd.v1.ModelRegistry/ListModels",
+    "/inferd.v1.ModelRegistry/GetModel",
+    "/inferd.v1.ModelRegistry/GetVersion",
+    "/inferd.v1.ModelRegistry/DeleteVersion",
+    "/inferd.v1.ModelRegistry/SetAlias",
+    "/inferd.v1.ModelRegistry/DeleteAlias",
+    "/inferd.v1.ModelRegistry/RollbackAlias",
+    "/inferd.v1.Collections/ListCollections",
+    "/inferd.v1.Collections/CreateCollection",
+    "/inferd.v1.Collections/GetCollection",
+    "/inferd.v1.Collections/DeleteCollection",
+    "/inferd.v1.Collections/Upsert",
+    "/inferd.v1.Collections/DeletePoints",
+    "/inferd.v1.Collections/GetPoint",
+    "/inferd.v1.Collections/Search",
+    "/inferd.v1.Collections/SearchBatch",
 ];
 
 /// For the gRPC handlers in [`REACH_CHECKED`]: PERMISSION_DENIED when the call's principal

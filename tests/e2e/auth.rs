@@ -987,9 +987,57 @@ async fn restricted_principals_reach_only_their_models_and_collections() {
         .into_inner();
     let names: Vec<&str> = index.models.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, ["mlp"]);
+    // The registry and the collections check and filter the same way.
     let mut registry = ModelRegistryClient::connect(srv.grpc_url()).await.unwrap();
-    let e = registry
+    let listed = registry
         .list_models(with_key(ListModelsRequest::default(), "team-secret-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = listed.models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["mlp"]);
+    let e = registry
+        .delete_alias(with_key(
+            DeleteAliasRequest {
+                name: "mlp_v2".into(),
+                alias: "production".into(),
+            },
+            "team-secret-1",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    use server::proto::inferd::collections_client::CollectionsClient;
+    let mut cols = CollectionsClient::connect(srv.grpc_url()).await.unwrap();
+    let listed = cols
+        .list_collections(with_key(
+            server::proto::inferd::ListCollectionsRequest::default(),
+            "team-secret-1",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = listed.collections.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["docs"]);
+    let e = cols
+        .get_collection(with_key(
+            server::proto::inferd::GetCollectionRequest {
+                name: "secret".into(),
+            },
+            "team-secret-1",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // A service that does not check yet is refused to a restricted principal.
+    use server::proto::inferd::experiments_client::ExperimentsClient;
+    let e = ExperimentsClient::connect(srv.grpc_url())
+        .await
+        .unwrap()
+        .list_experiments(with_key(
+            server::proto::inferd::ListExperimentsRequest::default(),
+            "team-secret-1",
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");

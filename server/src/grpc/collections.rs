@@ -8,6 +8,7 @@ use vector::{
     CollectionInfo, CreateCollection, Filter, Metric, PointId, PointInput, ScoredPoint, Store,
 };
 
+use crate::auth::{self, Kind};
 use crate::error::ApiError;
 use crate::proto::inferd as pb;
 use pb::collections_server::Collections;
@@ -139,11 +140,15 @@ fn update(r: vector::UpdateResult) -> pb::UpdateResult {
 impl Collections for CollectionsService {
     async fn list_collections(
         &self,
-        _: Request<pb::ListCollectionsRequest>,
+        r: Request<pb::ListCollectionsRequest>,
     ) -> Reply<pb::ListCollectionsResponse> {
         let all = self.blocking(|s| Ok(s.list())).await?;
         Ok(Response::new(pb::ListCollectionsResponse {
-            collections: all.into_iter().map(info).collect(),
+            collections: all
+                .into_iter()
+                .filter(|c| auth::grpc_visible(r.extensions(), Kind::Collection, &c.name))
+                .map(info)
+                .collect(),
         }))
     }
 
@@ -151,6 +156,7 @@ impl Collections for CollectionsService {
         &self,
         r: Request<pb::CreateCollectionRequest>,
     ) -> Reply<pb::CollectionInfo> {
+        auth::grpc_reach(r.extensions(), Kind::Collection, &r.get_ref().name)?;
         let r = r.into_inner();
         let metric = if r.metric.is_empty() {
             None
@@ -174,6 +180,7 @@ impl Collections for CollectionsService {
         &self,
         r: Request<pb::GetCollectionRequest>,
     ) -> Reply<pb::CollectionInfo> {
+        auth::grpc_reach(r.extensions(), Kind::Collection, &r.get_ref().name)?;
         let name = r.into_inner().name;
         Ok(Response::new(info(
             self.blocking(move |s| s.info(&name)).await?,
@@ -184,12 +191,14 @@ impl Collections for CollectionsService {
         &self,
         r: Request<pb::DeleteCollectionRequest>,
     ) -> Reply<pb::DeleteCollectionResponse> {
+        auth::grpc_reach(r.extensions(), Kind::Collection, &r.get_ref().name)?;
         let name = r.into_inner().name;
         self.blocking(move |s| s.delete(&name)).await?;
         Ok(Response::new(pb::DeleteCollectionResponse {}))
     }
 
     async fn upsert(&self, r: Request<pb::UpsertRequest>) -> Reply<pb::UpdateResult> {
+        auth::grpc_reach(r.extensions(), Kind::Collection, &r.get_ref().collection)?;
         let r = r.into_inner();
         let mut points = Vec::with_capacity(r.points.len());
         for (i, p) in r.points.into_iter().enumerate() {
@@ -206,6 +215,7 @@ impl Collections for CollectionsService {
     }
 
     async fn delete_points(&self, r: Request<pb::DeletePointsRequest>) -> Reply<pb::UpdateResult> {
+        auth::grpc_reach(r.extensions(), Kind::Collection, &r.get_ref().collection)?;
         let r = r.into_inner();
         let ids = r
             .ids
@@ -219,6 +229,7 @@ impl Collections for CollectionsService {
     }
 
     async fn get_point(&self, r: Request<pb::GetPointRequest>) -> Reply<pb::Record> {
+        auth::grpc_reach(r.extensions(), Kind::Collection, &r.get_ref().collection)?;
         let r = r.into_inner();
         let id = id_from(r.id, "id")?;
         let (c, with_vector) = (r.collection, r.with_vector);
@@ -233,6 +244,7 @@ impl Collections for CollectionsService {
     }
 
     async fn search(&self, r: Request<pb::SearchRequest>) -> Reply<pb::SearchResponse> {
+        auth::grpc_reach(r.extensions(), Kind::Collection, &r.get_ref().collection)?;
         let r = r.into_inner();
         let c = r.collection.clone();
         let req = search_request(r)?;
@@ -244,6 +256,7 @@ impl Collections for CollectionsService {
         &self,
         r: Request<pb::SearchBatchRequest>,
     ) -> Reply<pb::SearchBatchResponse> {
+        auth::grpc_reach(r.extensions(), Kind::Collection, &r.get_ref().collection)?;
         let r = r.into_inner();
         let reqs = r
             .searches

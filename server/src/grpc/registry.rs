@@ -7,6 +7,7 @@ use models::registry::ModelMeta;
 use models::repository::{ModelEntry, Repository, VersionInfo};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{self, Kind};
 use crate::error::{ApiError, ApiResult};
 use crate::proto::inferd as pb;
 use crate::state::AppState;
@@ -150,21 +151,28 @@ impl ModelRegistry for RegistryService {
 
     async fn list_models(
         &self,
-        _: Request<pb::ListModelsRequest>,
+        r: Request<pb::ListModelsRequest>,
     ) -> Reply<pb::ListModelsResponse> {
         let repo = &self.state.repo;
         Ok(Response::new(pb::ListModelsResponse {
-            models: repo.models().iter().map(|e| model(repo, e)).collect(),
+            models: repo
+                .models()
+                .iter()
+                .filter(|e| auth::grpc_visible(r.extensions(), Kind::Model, &e.name))
+                .map(|e| model(repo, e))
+                .collect(),
         }))
     }
 
     async fn get_model(&self, r: Request<pb::GetModelRequest>) -> Reply<pb::Model> {
+        auth::grpc_reach(r.extensions(), Kind::Model, &r.get_ref().name)?;
         let repo = &self.state.repo;
         let e = repo.model(&r.into_inner().name).map_err(ApiError::from)?;
         Ok(Response::new(model(repo, &e)))
     }
 
     async fn get_version(&self, r: Request<pb::GetVersionRequest>) -> Reply<pb::ModelVersion> {
+        auth::grpc_reach(r.extensions(), Kind::Model, &r.get_ref().name)?;
         let r = r.into_inner();
         let v = self
             .state
@@ -178,6 +186,7 @@ impl ModelRegistry for RegistryService {
         &self,
         r: Request<pb::DeleteVersionRequest>,
     ) -> Reply<pb::DeleteVersionResponse> {
+        auth::grpc_reach(r.extensions(), Kind::Model, &r.get_ref().name)?;
         let r = r.into_inner();
         let repo = Arc::clone(&self.state.repo);
         blocking(move || repo.delete_version(&r.name, r.version)).await?;
@@ -185,6 +194,7 @@ impl ModelRegistry for RegistryService {
     }
 
     async fn set_alias(&self, r: Request<pb::SetAliasRequest>) -> Reply<pb::Model> {
+        auth::grpc_reach(r.extensions(), Kind::Model, &r.get_ref().name)?;
         let r = r.into_inner();
         let repo = Arc::clone(&self.state.repo);
         let e = blocking(move || repo.set_alias(&r.name, &r.alias, r.version)).await?;
@@ -192,6 +202,7 @@ impl ModelRegistry for RegistryService {
     }
 
     async fn delete_alias(&self, r: Request<pb::DeleteAliasRequest>) -> Reply<pb::Model> {
+        auth::grpc_reach(r.extensions(), Kind::Model, &r.get_ref().name)?;
         let r = r.into_inner();
         let repo = Arc::clone(&self.state.repo);
         let e = blocking(move || repo.delete_alias(&r.name, &r.alias)).await?;
@@ -199,6 +210,7 @@ impl ModelRegistry for RegistryService {
     }
 
     async fn rollback_alias(&self, r: Request<pb::RollbackAliasRequest>) -> Reply<pb::Model> {
+        auth::grpc_reach(r.extensions(), Kind::Model, &r.get_ref().name)?;
         let r = r.into_inner();
         let repo = Arc::clone(&self.state.repo);
         let (_, e) = blocking(move || repo.rollback_alias(&r.name, &r.alias)).await?;
