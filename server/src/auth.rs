@@ -1718,6 +1718,16 @@ pub const REACH_CHECKED: &[&str] = &[
     "/inferd.v1.Collections/GetPoint",
     "/inferd.v1.Collections/Search",
     "/inferd.v1.Collections/SearchBatch",
+    "/inferd.v1.FeatureStore/GetOnlineFeatures",
+    "/inferd.v1.FeatureStore/PushFeatures",
+    "/inferd.v1.FeatureStore/PutFeatureView",
+    "/inferd.v1.FeatureStore/GetFeatureView",
+    "/inferd.v1.FeatureStore/ListFeatureViews",
+    "/inferd.v1.FeatureStore/DeleteFeatureView",
+    "/inferd.v1.Drift/PutMonitor",
+    "/inferd.v1.Drift/PutReference",
+    "/inferd.v1.Drift/GetDrift",
+    "/inferd.v1.Drift/DeleteMonitor",
 ];
 
 /// For the gRPC handlers in [`REACH_CHECKED`]: PERMISSION_DENIED when the call's principal

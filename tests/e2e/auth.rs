@@ -1029,6 +1029,33 @@ async fn restricted_principals_reach_only_their_models_and_collections() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    use server::proto::inferd::drift_client::DriftClient;
+    use server::proto::inferd::feature_store_client::FeatureStoreClient;
+    let e = FeatureStoreClient::connect(srv.grpc_url())
+        .await
+        .unwrap()
+        .get_feature_view(with_key(
+            server::proto::inferd::GetFeatureViewRequest {
+                name: "payroll".into(),
+            },
+            "team-secret-1",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = DriftClient::connect(srv.grpc_url())
+        .await
+        .unwrap()
+        .get_drift(with_key(
+            server::proto::inferd::GetDriftRequest {
+                model: "mlp_v2".into(),
+                ..Default::default()
+            },
+            "team-secret-1",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     // A service that does not check yet is refused to a restricted principal.
     use server::proto::inferd::experiments_client::ExperimentsClient;
     let e = ExperimentsClient::connect(srv.grpc_url())

@@ -6,6 +6,7 @@ use drift::Monitors;
 use drift::evaluate::Report;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{self, Kind};
 use crate::error::ApiError;
 use crate::proto::inferd as pb;
 use pb::drift_server::Drift;
@@ -82,6 +83,7 @@ impl Drift for DriftService {
         &self,
         r: Request<pb::PutMonitorRequest>,
     ) -> Reply<pb::PutMonitorResponse> {
+        auth::grpc_reach(r.extensions(), Kind::Model, &r.get_ref().model)?;
         let r = r.into_inner();
         let created = self
             .blocking(move |m| m.put_json(&r.model, r.spec_json.as_bytes()))
@@ -93,6 +95,7 @@ impl Drift for DriftService {
         &self,
         r: Request<pb::PutReferenceRequest>,
     ) -> Reply<pb::PutReferenceResponse> {
+        auth::grpc_reach(r.extensions(), Kind::Model, &r.get_ref().model)?;
         let r = r.into_inner();
         let csv = match r.content_type.as_str() {
             "" | "application/json" => false,
@@ -114,6 +117,7 @@ impl Drift for DriftService {
     }
 
     async fn get_drift(&self, r: Request<pb::GetDriftRequest>) -> Reply<pb::DriftStatus> {
+        auth::grpc_reach(r.extensions(), Kind::Model, &r.get_ref().model)?;
         let r = r.into_inner();
         let last = if r.windows == 0 {
             usize::MAX
@@ -153,6 +157,7 @@ impl Drift for DriftService {
         &self,
         r: Request<pb::DeleteMonitorRequest>,
     ) -> Reply<pb::DeleteMonitorResponse> {
+        auth::grpc_reach(r.extensions(), Kind::Model, &r.get_ref().model)?;
         let model = r.into_inner().model;
         let name = model.clone();
         match self.blocking(move |m| m.delete(&name)).await? {

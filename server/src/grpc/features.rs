@@ -12,6 +12,7 @@ use feature_store::view::{
 use serde_json::{Map, Value as Json};
 use tonic::{Request, Response, Status};
 
+use crate::auth::{self, Kind as ReachKind};
 use crate::error::ApiError;
 use crate::proto::inferd as pb;
 use pb::feature_store_server::FeatureStore;
@@ -155,6 +156,10 @@ impl FeatureStore for FeatureStoreService {
         &self,
         req: Request<pb::GetOnlineFeaturesRequest>,
     ) -> Reply<pb::GetOnlineFeaturesResponse> {
+        for f in &req.get_ref().features {
+            let (view, _) = feature_store::serving::parse_ref(f).map_err(api)?;
+            auth::grpc_reach(req.extensions(), ReachKind::FeatureView, view)?;
+        }
         let r = req.into_inner();
         let mut entities: Vec<(String, Vec<Json>)> = r
             .entities
@@ -193,6 +198,11 @@ impl FeatureStore for FeatureStoreService {
         &self,
         req: Request<pb::PushFeaturesRequest>,
     ) -> Reply<pb::PushFeaturesResponse> {
+        auth::grpc_reach(
+            req.extensions(),
+            ReachKind::FeatureView,
+            &req.get_ref().feature_view,
+        )?;
         let r = req.into_inner();
         let rows: Vec<Map<String, Json>> = r
             .rows
@@ -215,10 +225,9 @@ impl FeatureStore for FeatureStoreService {
         &self,
         req: Request<pb::PutFeatureViewRequest>,
     ) -> Reply<pb::FeatureView> {
-        let v = req
-            .into_inner()
-            .view
-            .ok_or_else(|| bad("'view' is required".into()))?;
+        let (_, ext, r) = req.into_parts();
+        let v = r.view.ok_or_else(|| bad("'view' is required".into()))?;
+        auth::grpc_reach(&ext, ReachKind::FeatureView, &v.name)?;
         let name = v.name.clone();
         let spec = spec_from_pb(v)?;
         let fs = Arc::clone(&self.fs);
@@ -233,6 +242,11 @@ impl FeatureStore for FeatureStoreService {
         &self,
         req: Request<pb::GetFeatureViewRequest>,
     ) -> Reply<pb::FeatureView> {
+        auth::grpc_reach(
+            req.extensions(),
+            ReachKind::FeatureView,
+            &req.get_ref().name,
+        )?;
         let views = self.fs.views().snapshot();
         let v = views.require(&req.get_ref().name).map_err(api)?;
         Ok(Response::new(view_to_pb(v)))
@@ -240,11 +254,15 @@ impl FeatureStore for FeatureStoreService {
 
     async fn list_feature_views(
         &self,
-        _req: Request<pb::ListFeatureViewsRequest>,
+        req: Request<pb::ListFeatureViewsRequest>,
     ) -> Reply<pb::ListFeatureViewsResponse> {
         let views = self.fs.views().snapshot();
         Ok(Response::new(pb::ListFeatureViewsResponse {
-            views: views.iter().map(|v| view_to_pb(v)).collect(),
+            views: views
+                .iter()
+                .filter(|v| auth::grpc_visible(req.extensions(), ReachKind::FeatureView, &v.name))
+                .map(|v| view_to_pb(v))
+                .collect(),
         }))
     }
 
@@ -252,6 +270,11 @@ impl FeatureStore for FeatureStoreService {
         &self,
         req: Request<pb::DeleteFeatureViewRequest>,
     ) -> Reply<pb::DeleteFeatureViewResponse> {
+        auth::grpc_reach(
+            req.extensions(),
+            ReachKind::FeatureView,
+            &req.get_ref().name,
+        )?;
         let name = req.into_inner().name;
         let fs = Arc::clone(&self.fs);
         tokio::task::spawn_blocking(move || fs.delete_view(&name))
