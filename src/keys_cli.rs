@@ -33,6 +33,15 @@ enum KeysCommand {
         name: String,
         #[arg(value_enum)]
         scope: ScopeArg,
+        /// Restrict it to these models (comma-separated). Default: all.
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+        /// Restrict it to these vector collections (comma-separated). Default: all.
+        #[arg(long, value_delimiter = ',')]
+        collections: Option<Vec<String>>,
+        /// Restrict it to these feature views (comma-separated). Default: all.
+        #[arg(long, value_delimiter = ',')]
+        feature_views: Option<Vec<String>>,
     },
     /// The server's keys: names, scopes, where each is defined (never a secret).
     List,
@@ -76,12 +85,28 @@ async fn remote(args: KeysArgs) -> anyhow::Result<()> {
     let base = args.server.base();
     match args.command {
         KeysCommand::Hash { .. } => unreachable!("handled offline"),
-        KeysCommand::Create { name, scope } => {
+        KeysCommand::Create {
+            name,
+            scope,
+            models,
+            collections,
+            feature_views,
+        } => {
             let scope: Scope = scope.into();
+            let mut req = serde_json::json!({"name": name, "scope": scope.as_str()});
+            for (k, v) in [
+                ("models", models),
+                ("collections", collections),
+                ("feature_views", feature_views),
+            ] {
+                if let Some(v) = v {
+                    req[k] = v.into();
+                }
+            }
             let body = check(
                 client
                     .post(format!("{base}/api/keys"))
-                    .json(&serde_json::json!({"name": name, "scope": scope.as_str()}))
+                    .json(&req)
                     .send()
                     .await?,
             )

@@ -1068,18 +1068,24 @@ async fn restricted_principals_reach_only_their_models_and_collections() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    // An admin-made key can be restricted the same way, and says so in the list.
-    let r = c
-        .post(srv.url("/api/keys"))
-        .bearer_auth(OPS)
-        .json(&json!({"name": "limited", "scope": "infer", "models": ["mlp_v2"]}))
-        .send()
-        .await
+    // An admin-made key can be restricted the same way (here through the CLI), and says so
+    // in the list.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_inferd"))
+        .args(["keys", "create", "limited", "infer", "--models", "mlp_v2"])
+        .args(["--server", &srv.url("")])
+        .env("INFERD_API_KEY", OPS)
+        .output()
         .unwrap();
-    assert_eq!(r.status(), 201);
-    let secret = r.json::<Value>().await.unwrap()["secret"]
-        .as_str()
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
         .unwrap()
+        .trim()
         .to_owned();
     let get = |path: &str| c.get(srv.url(path)).bearer_auth(&secret).send();
     assert_eq!(get("/v2/models/mlp_v2").await.unwrap().status(), 200);
