@@ -14,6 +14,9 @@ Serves the digits-sized MLP (tests/fixtures/models/mlp: FP32 [-1,64] -> [-1,10])
     model.onnx, 50/50, no unit key: one random assignment per request; --skip-experiment
     leaves it out),
   - the bare axum baseline (benches/load/bare_axum.rs: parses the V2 JSON, returns a fixed body),
+  - the bare tonic baseline (benches/load/bare_tonic.rs: Triton's GRPCInferenceService with
+    fixed replies), driven by perf_analyzer over gRPC as inferd is (--skip-perf-analyzer
+    leaves it out),
   - Seldon MLServer with a small ONNX Runtime custom runtime (benches/load/mlserver/),
 one server at a time, and drives each with wrk over REST at every concurrency (default 1, 8, 32
 connections) with the same V2 JSON request (one row of 64 floats): a warmup, then a timed run.
@@ -186,6 +189,8 @@ class Server:
     setup_calls: list[tuple[str, str, bytes]] = field(default_factory=list)
     # The API key every request sends (the authenticated row), or None.
     api_key: str | None = None
+    # Serves gRPC only (bare tonic): ready when its port accepts, measured by perf_analyzer.
+    grpc_only: bool = False
     proc: subprocess.Popen | None = None
 
     def start(self, body: bytes) -> None:
@@ -208,7 +213,10 @@ class Server:
                     f"last lines of {self.log_path}:\n{tail(self.log_path)}"
                 )
             try:
-                if self.ready_url is not None:
+                if self.grpc_only:
+                    with socket.create_connection(("127.0.0.1", self.grpc_port), timeout=1.0):
+                        code = 200
+                elif self.ready_url is not None:
                     code, _ = http("GET", self.ready_url, timeout=1.0, key=self.api_key)
                 else:
                     code, _ = http("POST", self.infer_url, body, timeout=1.0, key=self.api_key)
@@ -299,9 +307,10 @@ def run_wrk(url: str, conc: int, seconds: float, body_path: Path, out_log: Path,
     )
 
 
-def run_perf_analyzer(protocol: str, addr: str, conc: int, seconds: float, out_dir: Path, server_pid: int | None = None) -> tuple[Row, str]:
+def run_perf_analyzer(protocol: str, addr: str, conc: int, seconds: float, out_dir: Path, server_pid: int | None = None,
+                      tag: str = "inferd") -> tuple[Row, str]:
     """One concurrency level; returns the row and perf_analyzer's text summary for the report."""
-    csv_path = out_dir / f"pa-{protocol}-c{conc}.csv"
+    csv_path = out_dir / f"pa-{tag}-{protocol}-c{conc}.csv"
     window_ms = max(1000, int(seconds * 1000 / 3))  # 3 stable windows ~ the wrk duration
     argv = [
         str(ROOT / "scripts" / "perf_analyzer.sh"), "-m", MODEL, "-u", addr, "-i", protocol,
@@ -317,7 +326,7 @@ def run_perf_analyzer(protocol: str, addr: str, conc: int, seconds: float, out_d
     except subprocess.TimeoutExpired as e:
         out, rc = f"{e.stdout or ''}{e.stderr or ''}\n(killed after {limit:.0f} s)", -1
         out = out if isinstance(out, str) else out.decode(errors="replace")
-    (out_dir / f"pa-{protocol}-c{conc}.log").write_text(f"$ {' '.join(argv)}\n{out}")
+    (out_dir / f"pa-{tag}-{protocol}-c{conc}.log").write_text(f"$ {' '.join(argv)}\n{out}")
     tool = {"http": "perf_analyzer (HTTP binary)", "grpc": "perf_analyzer (gRPC)"}[protocol]
     row = Row(server="", tool=tool, conc=conc, cpu=meter.read())
     summary = summarize_pa(out)
@@ -463,7 +472,7 @@ def main() -> int:
     concs = [int(c) for c in args.concurrency.split(",")]
     top = max(concs)
 
-    for var in ("INFERD_BIN", "BARE_AXUM_BIN", "INFERD_CACHE", "ORT_DYLIB_PATH"):
+    for var in ("INFERD_BIN", "BARE_AXUM_BIN", "BARE_TONIC_BIN", "INFERD_CACHE", "ORT_DYLIB_PATH"):
         if not os.environ.get(var):
             raise BenchError(f"{var} is not set; run benches/load/run.sh")
     if shutil.which("wrk") is None:
@@ -491,6 +500,7 @@ def main() -> int:
         inferd = str(shutil.copy2(os.environ["INFERD_BIN"], bins / "inferd"))
         os.environ["BENCH_INFERD_MTIME"] = str(Path(inferd).stat().st_mtime)  # copy2 keeps it
         bare = str(shutil.copy2(os.environ["BARE_AXUM_BIN"], bins / "bare_axum"))
+        bare_tonic = str(shutil.copy2(os.environ["BARE_TONIC_BIN"], bins / "bare_tonic"))
 
         # The request: one digits-like row (pixel intensities 0..16), identical for every server.
         row = [float((i * 7 + 3) % 17) for i in range(64)]
@@ -584,6 +594,13 @@ def main() -> int:
             key="bare", label="bare axum", argv=[bare, str(bp)], cwd=work, log_path=out_dir / "bare.log",
             infer_url=f"http://127.0.0.1:{bp}/v2/models/{MODEL}/infer", ready_url=None,
         ))
+        if not args.skip_perf_analyzer:
+            tp = free_port()
+            servers.append(Server(
+                key="bare-tonic", label="bare tonic", argv=[bare_tonic, str(tp)], cwd=work,
+                log_path=out_dir / "bare-tonic.log", infer_url="", ready_url=None, grpc_port=tp,
+                grpc_only=True,
+            ))
         if not args.skip_mlserver:
             mdir = work / "mlserver"
             (mdir / MODEL).mkdir(parents=True)
@@ -638,6 +655,19 @@ def main() -> int:
             wait_quiet(quiet_wait)
             srv.start(body)
             try:
+                if srv.grpc_only:
+                    for c in concs:
+                        r, summary = measured(
+                            f"{srv.label}: perf_analyzer grpc, concurrency {c}",
+                            lambda c=c, srv=srv: run_perf_analyzer(
+                                "grpc", f"127.0.0.1:{srv.grpc_port}", c, args.duration, out_dir, srv.proc.pid,
+                                tag=srv.key),
+                        )
+                        r.server = srv.label
+                        rows.append(r)
+                        log(f"  {fmt(r.rps, '.0f')} infer/s, p99 {fmt(r.p99_ms, '.3f')} ms, "
+                            f"cores server/client/other {cpu_cell(r.cpu)}")
+                    continue
                 code, resp = http("POST", srv.infer_url, body, key=srv.api_key)
                 if code != 200:
                     raise BenchError(f"{srv.label}: the benchmark request got {code}: {resp[:500]!r}")
@@ -812,12 +842,19 @@ def render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, start
     pa = [r for r in rows if r.tool.startswith("perf_analyzer")]
     if pa:
         p()
-        p("perf_analyzer against inferd (batching on), server-side breakdown from /v2/models/mlp/stats (averages per request):")
+        p("perf_analyzer against inferd (batching on) and bare tonic, server-side breakdown from /v2/models/mlp/stats (averages per request):")
         p()
-        p("| load | conc | infer/s | p50 ms | p99 ms | server side | notes |")
-        p("|---|---:|---:|---:|---:|---|---|")
+        p("| server | load | conc | infer/s | p50 ms | p99 ms | server CPU µs/req | server side | notes |")
+        p("|---|---|---:|---:|---:|---:|---:|---|---|")
         for r in pa:
-            p(f"| {r.tool} | {r.conc} | {fmt(r.rps, ',.0f')} | {fmt(r.p50_ms, '.3f')} | {fmt(r.p99_ms, '.3f')} | {r.server_side} | {r.note} |")
+            per_req = r.cpu[0] / r.rps * 1e6 if r.cpu and r.rps else None
+            p(f"| {r.server} | {r.tool} | {r.conc} | {fmt(r.rps, ',.0f')} | {fmt(r.p50_ms, '.3f')} | {fmt(r.p99_ms, '.3f')} | "
+              f"{fmt(per_req, '.1f')} | {r.server_side} | {r.note} |")
+        G = "perf_analyzer (gRPC)"
+        if any(r.server == "bare tonic" for r in pa):
+            p()
+            p("gRPC, inferd / bare tonic (perf_analyzer): " + ", ".join(
+                f"{c} → {fmt(ratio(find(ON, G, c), find('bare tonic', G, c)), '.2f')}" for c in concs))
         p()
         p("<details><summary>perf_analyzer output</summary>")
         p()

@@ -28,7 +28,8 @@ if [[ "${BENCH_NO_BUILD:-0}" != 1 ]]; then
 fi
 export INFERD_BIN="$CARGO_TARGET_DIR/release/inferd"
 export BARE_AXUM_BIN="$CARGO_TARGET_DIR/release/examples/bare_axum"
-for b in "$INFERD_BIN" "$BARE_AXUM_BIN"; do
+export BARE_TONIC_BIN="$CARGO_TARGET_DIR/release/examples/bare_tonic"
+for b in "$INFERD_BIN" "$BARE_AXUM_BIN" "$BARE_TONIC_BIN"; do
   [[ -x "$b" ]] || { echo "run.sh: $b missing; run cargo build --release --bins --examples" >&2; exit 1; }
 done
 command -v wrk >/dev/null || { echo "run.sh: wrk not found and scripts/setup.sh could not install it (apt-get install wrk)" >&2; exit 1; }
