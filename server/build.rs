@@ -2,7 +2,9 @@
 //! needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    // Read when the script runs, not baked in when it is compiled: a build script binary
+    // reused for another checkout of the same revision must find that checkout's protos.
+    let proto_dir = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");
     let files = [
         "grpc_service.proto",
         "model_config.proto",
