@@ -283,17 +283,12 @@ async fn watch(w: WatchArgs) -> anyhow::Result<()> {
     } else if !w.listen.ip().is_loopback() {
         tracing::warn!(listen = %w.listen, "drift watch WITHOUT KEYS on a non-loopback address: anyone who reaches it can change the monitors; give --api-keys");
     }
-    let app = server::http::drift::router(Arc::clone(&monitors), 64 << 20)
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&auth),
-            server::auth::http_layer,
-        ))
-        .fallback({
-            let auth = Arc::clone(&auth);
-            move |req| server::auth::fallback(Arc::clone(&auth), req)
-        })
-        // After the layer: open, as the server's metrics port.
-        .route("/metrics", metrics);
+    let app = server::auth::protect(
+        server::http::drift::router(Arc::clone(&monitors), 64 << 20),
+        &auth,
+    )
+    // After the layer: open, as the server's metrics port.
+    .route("/metrics", metrics);
     let listener = tokio::net::TcpListener::bind(w.listen)
         .await
         .with_context(|| format!("cannot listen on {}", w.listen))?;

@@ -78,6 +78,22 @@ pub struct Principal {
     pub reach: Reach,
 }
 
+impl Principal {
+    /// Whether it may reach `name` of `kind`; the refusal's message otherwise (the same on
+    /// every route and transport, whether or not the target exists).
+    pub fn may_reach(&self, kind: Kind, name: &str) -> Result<(), String> {
+        if self.reach.allows(kind, name) {
+            Ok(())
+        } else {
+            Err(format!(
+                "'{}' may not reach {} '{name}'",
+                self.name,
+                kind.noun()
+            ))
+        }
+    }
+}
+
 /// What a principal may reach beyond its scope, as Qdrant's JWT restricts per collection:
 /// each kind unrestricted unless its list is given (`"models": ["fraud"]` in the keys file,
 /// the same claims in a token). Checked on the name a route's path carries (a model's
@@ -143,14 +159,9 @@ pub fn check_reach(
     kind: Kind,
     name: &str,
 ) -> Result<(), crate::error::ApiError> {
-    match ext.get::<Principal>() {
-        Some(p) if !p.reach.allows(kind, name) => Err(crate::error::ApiError::Forbidden(format!(
-            "'{}' may not reach {} '{name}'",
-            p.name,
-            kind.noun()
-        ))),
-        _ => Ok(()),
-    }
+    ext.get::<Principal>()
+        .map_or(Ok(()), |p| p.may_reach(kind, name))
+        .map_err(crate::error::ApiError::Forbidden)
 }
 
 /// For list handlers: whether the request's principal (set by the layer when it is
@@ -164,6 +175,8 @@ pub fn visible(ext: &http::Extensions, kind: Kind, name: &str) -> bool {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeyEntry {
+    // The restrictions are spelled out (here, in `CertificateEntry` and in the keys API's
+    // body) rather than a flattened `Reach`: serde cannot flatten under deny_unknown_fields.
     name: String,
     /// SHA-256 of the secret, hex.
     sha256: String,
@@ -307,14 +320,18 @@ impl Concurrency {
             .inflight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = m.entry(name.to_owned()).or_insert(0);
-        if *n >= self.max {
-            return Err(Denied::Busy {
-                principal: name.to_owned(),
-                limit: self.max,
-            });
+        match m.get_mut(name) {
+            Some(n) if *n >= self.max => {
+                return Err(Denied::Busy {
+                    principal: name.to_owned(),
+                    limit: self.max,
+                });
+            }
+            Some(n) => *n += 1,
+            None => {
+                m.insert(name.to_owned(), 1);
+            }
         }
-        *n += 1;
         Ok(Some(Permit {
             of: Arc::clone(self),
             name: name.to_owned(),
@@ -1442,25 +1459,24 @@ pub async fn http_layer(State(auth): State<Arc<Auth>>, req: Request, next: Next)
     if !auth.active() {
         return next.run(req).await;
     }
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
+    // Cheap handles (reference-counted), read only when an event is recorded.
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map(MatchedPath::as_str);
     // A route layer always sees its route; without one, the most the request could need.
-    let need = match route.as_deref() {
+    let need = match route {
         Some(r) => http_need(req.method(), Some(r)),
         None => Need::Scope(Scope::Admin),
     };
-    let (method, target) = (req.method().to_string(), req.uri().path().to_owned());
+    let (method, uri) = (req.method().clone(), req.uri().clone());
     let event = |principal: Option<&str>, result: String| {
-        serde_json::json!({"transport": "http", "principal": principal, "method": method,
-                           "route": route, "target": target, "result": result})
+        serde_json::json!({"transport": "http", "principal": principal, "method": method.as_str(),
+                           "route": route, "target": uri.path(), "result": result})
     };
     match auth.admit(need, Credentials::of(req.headers(), req.extensions())) {
         Ok((p, _permit)) => {
             let mut req = req;
             if let Some(p) = p.as_ref().filter(|p| !p.reach.unrestricted()) {
-                if let Err(d) = within_reach(p, route.as_deref(), &mut req).await {
+                if let Err(d) = within_reach(p, route, &mut req).await {
                     auth.audit.record(event(
                         denied_principal(&d),
                         format!("refused: {}", d.message()),
@@ -1589,6 +1605,26 @@ fn denied_principal(d: &Denied) -> Option<&str> {
         | Denied::Busy { principal, .. }
         | Denied::OutOfReach { principal, .. } => Some(principal),
     }
+}
+
+/// Puts `router` behind `auth`: [`http_layer`] on every route (after routing, before the
+/// handler reads a body), and the fallback and the method-not-allowed answer authenticated
+/// before they say anything. Routes added to the result afterwards are left open.
+pub fn protect(router: axum::Router, auth: &Arc<Auth>) -> axum::Router {
+    router
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(auth),
+            http_layer,
+        ))
+        .fallback({
+            let auth = Arc::clone(auth);
+            move |req| fallback(Arc::clone(&auth), req)
+        })
+        // After every route is in: it is set on each path's methods as they are now.
+        .method_not_allowed_fallback({
+            let auth = Arc::clone(auth);
+            move |req| method_not_allowed(Arc::clone(&auth), req)
+        })
 }
 
 /// The app's fallback (no route matched): a valid key first, then the 404, so a caller
@@ -1733,14 +1769,9 @@ pub const REACH_CHECKED: &[&str] = &[
 /// For the gRPC handlers in [`REACH_CHECKED`]: PERMISSION_DENIED when the call's principal
 /// (set by [`GrpcAuth`] when it is restricted) may not reach `name` of `kind`.
 pub fn grpc_reach(ext: &tonic::Extensions, kind: Kind, name: &str) -> Result<(), tonic::Status> {
-    match ext.get::<Principal>() {
-        Some(p) if !p.reach.allows(kind, name) => Err(tonic::Status::permission_denied(format!(
-            "'{}' may not reach {} '{name}'",
-            p.name,
-            kind.noun()
-        ))),
-        _ => Ok(()),
-    }
+    ext.get::<Principal>()
+        .map_or(Ok(()), |p| p.may_reach(kind, name))
+        .map_err(tonic::Status::permission_denied)
 }
 
 /// For the gRPC list handlers: whether the call's principal may see `name` of `kind`.
@@ -1809,7 +1840,8 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let need = grpc_need(req.uri().path());
-        let path = req.uri().path().to_owned();
+        let uri = req.uri().clone();
+        let path = uri.path();
         let event = |principal: Option<&str>, result: String| {
             serde_json::json!({"transport": "grpc", "principal": principal, "method": "POST",
                                "route": path, "target": path, "result": result})
@@ -1823,7 +1855,7 @@ where
                 // layer does not decode. The methods whose handlers check the target
                 // ([`grpc_reach`]) or name none are open to it; the rest are refused.
                 if let Some(p) = p.as_ref().filter(|p| !p.reach.unrestricted()) {
-                    if !REACH_CHECKED.contains(&path.as_str()) {
+                    if !REACH_CHECKED.contains(&path) {
                         let d = Denied::OutOfReach {
                             principal: p.name.clone(),
                             what: format!(

@@ -273,20 +273,8 @@ pub async fn serve(
             cfg.max_request_bytes,
         ))
         .merge(http::keys::router(Arc::clone(&auth)))
-        .merge(http::routes_router())
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&auth),
-            auth::http_layer,
-        ))
-        .fallback({
-            let auth = Arc::clone(&auth);
-            move |req| auth::fallback(Arc::clone(&auth), req)
-        })
-        // After every route is in: it is set on each path's methods as they are now.
-        .method_not_allowed_fallback({
-            let auth = Arc::clone(&auth);
-            move |req| auth::method_not_allowed(Arc::clone(&auth), req)
-        });
+        .merge(http::routes_router());
+    let app = auth::protect(app, &auth);
     // TCP_NODELAY on every accepted connection (listen::incoming): without it, a response
     // written in two pieces waits for the client's delayed ACK (~40 ms).
     let http = tokio::spawn(listen::serve_http(

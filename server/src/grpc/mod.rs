@@ -191,10 +191,7 @@ impl GrpcInferenceService for InferenceService {
                         let headers = headers.clone();
                         let refused = principal
                             .as_ref()
-                            .filter(|p| !p.reach.allows(Kind::Model, &req.model_name))
-                            .map(|p| {
-                                format!("'{}' may not reach model '{}'", p.name, req.model_name)
-                            });
+                            .and_then(|p| p.may_reach(Kind::Model, &req.model_name).err());
                         let task = tokio::spawn(async move {
                             if let Some(error_message) = refused {
                                 return pb::ModelStreamInferResponse {
