@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "features.proto",
         "experiments.proto",
         "drift.proto",
+        "keys.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", proto_dir.join(f).display());

@@ -1718,6 +1718,8 @@ pub fn grpc_need(path: &str) -> Need {
             "ListCollections" | "GetCollection" | "GetPoint" | "Search" | "SearchBatch",
         ) => Infer,
         ("inferd.v1.Collections", "Upsert" | "DeletePoints") => Write,
+        // Who may call: admin only, listing included (as GET /api/keys).
+        ("inferd.v1.Keys", "ListKeys" | "CreateKey" | "RevokeKey") => Admin,
         _ => Admin,
     };
     Need::Scope(scope)

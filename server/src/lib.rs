@@ -319,6 +319,7 @@ pub async fn serve(
                 Arc::clone(&features),
                 cfg.max_request_bytes,
             ))
+            .add_service(grpc::keys::KeysService::server(Arc::clone(&auth)))
             .serve_with_incoming_shutdown(grpc_incoming, stopped(stop_rx.clone())),
     );
 

@@ -751,6 +751,89 @@ async fn keys_made_by_an_admin_work_at_once_survive_a_restart_and_revoke() {
     );
     let (ok, _, stderr) = cli(&srv, READER, &["create", "sneaky", "admin"]);
     assert!(!ok && stderr.contains("403"), "{stderr}");
+
+    // The same over gRPC (inferd.v1.Keys): made, listed, used, revoked; admin only.
+    use server::proto::inferd::keys_client::KeysClient;
+    use server::proto::inferd::{CreateKeyRequest, ListKeysRequest, Names, RevokeKeyRequest};
+    let mut keys_rpc = KeysClient::connect(srv.grpc_url()).await.unwrap();
+    let made = keys_rpc
+        .create_key(with_key(
+            CreateKeyRequest {
+                name: "grpc-made".into(),
+                scope: "infer".into(),
+                models: Some(Names {
+                    names: vec!["mlp".into()],
+                }),
+                ..Default::default()
+            },
+            OPS,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let key = made.key.unwrap();
+    assert_eq!((key.scope.as_str(), key.source.as_str()), ("infer", "api"));
+    assert_eq!(key.models.unwrap().names, ["mlp"]);
+    assert_eq!(
+        status(&c, M::GET, srv.url("/v2/models/mlp"), Some(&made.secret))
+            .await
+            .0,
+        200
+    );
+    let listed = keys_rpc
+        .list_keys(with_key(ListKeysRequest {}, OPS))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.keys.iter().any(|k| k.name == "grpc-made"));
+    assert!(
+        listed
+            .keys
+            .iter()
+            .any(|k| k.name == "reader" && k.source == "file")
+    );
+    let e = keys_rpc
+        .list_keys(with_key(ListKeysRequest {}, READER))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = keys_rpc
+        .create_key(with_key(
+            CreateKeyRequest {
+                name: "y".into(),
+                scope: "root".into(),
+                ..Default::default()
+            },
+            OPS,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    keys_rpc
+        .revoke_key(with_key(
+            RevokeKeyRequest {
+                name: "grpc-made".into(),
+            },
+            OPS,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        status(&c, M::GET, srv.url("/v2/models/mlp"), Some(&made.secret))
+            .await
+            .0,
+        401
+    );
+    let e = keys_rpc
+        .revoke_key(with_key(
+            RevokeKeyRequest {
+                name: "reader".into(),
+            },
+            OPS,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "a file key: {e:?}");
     drop(repo);
 }
 

@@ -137,6 +137,7 @@ fn grpc_need(method: &str) -> Option<&'static str> {
         }
         ("inferd.v1.FeatureStore", "PushFeatures") => "write",
         ("inferd.v1.FeatureStore", "PutFeatureView" | "DeleteFeatureView") => "admin",
+        ("inferd.v1.Keys", "ListKeys" | "CreateKey" | "RevokeKey") => "admin",
         _ => return None,
     })
 }

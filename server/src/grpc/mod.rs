@@ -7,6 +7,7 @@ pub mod convert;
 pub mod drift;
 pub mod experiments;
 pub mod features;
+pub mod keys;
 pub mod registry;
 
 use std::pin::Pin;
