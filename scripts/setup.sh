@@ -37,6 +37,9 @@ command -v wrk >/dev/null || apt_missing+=(wrk)
 command -v redis-server >/dev/null || apt_missing+=(redis-server)
 # The JWT tests make their keys with openssl (tests/e2e/jwt.rs).
 command -v openssl >/dev/null || apt_missing+=(openssl)
+# The build: librdkafka's TLS links the system OpenSSL, found with pkg-config.
+command -v pkg-config >/dev/null || apt_missing+=(pkg-config)
+[[ -f /usr/include/openssl/ssl.h ]] || apt_missing+=(libssl-dev)
 if ((${#apt_missing[@]})); then
   if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
     echo "setup: installing ${apt_missing[*]} (perf_analyzer, load benchmark, feature-store tests)" >&2

@@ -49,6 +49,9 @@ struct WatchArgs {
     /// Kafka bootstrap servers (host:port,...).
     #[arg(long, env = "INFERD_KAFKA_BROKERS")]
     kafka_brokers: String,
+    /// A librdkafka property (TLS, SASL, ...), repeatable, as the server's --kafka-option.
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE", value_parser = server::config::kafka_option)]
+    kafka_options: Vec<(String, String)>,
     /// The topic the replicas publish to.
     #[arg(long, default_value = "inferd-predictions")]
     topic: String,
@@ -299,6 +302,7 @@ async fn watch(w: WatchArgs) -> anyhow::Result<()> {
         &w.kafka_brokers,
         &w.topic,
         &w.group,
+        &w.kafka_options,
         server::shutdown_signal(),
     )
     .await;

@@ -577,6 +577,16 @@ impl Monitors {
     /// for a request no monitor sampled is not an error here: the caller may count it
     /// elsewhere (experiments). Returns the joined count and the misfits.
     pub fn label(&self, truths: &[(usize, Truth)]) -> Labelled {
+        self.label_within(truths, &|_| true)
+    }
+
+    /// [`label`](Self::label) for a caller who may reach only the models `within` accepts:
+    /// the other models' predictions are not joined (as if never sampled).
+    pub fn label_within(
+        &self,
+        truths: &[(usize, Truth)],
+        within: &dyn Fn(&str) -> bool,
+    ) -> Labelled {
         let mut out = Labelled::default();
         let now = now_ms();
         let monitors: Vec<(String, Arc<Mutex<Monitor>>)> = self
@@ -588,7 +598,7 @@ impl Monitors {
             .collect();
         let mut touched: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (index, t) in truths {
-            for (model, m) in &monitors {
+            for (model, m) in monitors.iter().filter(|(model, _)| within(model)) {
                 let mut m = lock(m);
                 if !m.tracker.knows(&t.id) {
                     continue;

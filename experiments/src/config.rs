@@ -249,6 +249,16 @@ impl ExperimentSpec {
             .collect()
     }
 
+    /// Every model the experiment serves: its own and any other an arm or a shadow names.
+    pub fn models(&self) -> std::collections::BTreeSet<&str> {
+        let others = self.arms.iter().filter_map(|a| a.model.as_deref());
+        let shadows = self.shadows.iter().filter_map(|a| a.model.as_deref());
+        std::iter::once(self.model.as_str())
+            .chain(others)
+            .chain(shadows)
+            .collect()
+    }
+
     /// Index of the control arm.
     pub fn control_index(&self) -> usize {
         let names = self.arm_names();

@@ -88,7 +88,16 @@ impl RequestLog {
     /// Takes the entry for `id` (feedback is counted once per request). `None` when unknown
     /// or older than the log keeps.
     pub fn take(&self, id: &str) -> Option<Served> {
+        self.take_if(id, |_| true)
+    }
+
+    /// [`take`](Self::take) when `accept` accepts the entry; otherwise it stays and the
+    /// answer is `None`, as for an unknown id.
+    pub fn take_if(&self, id: &str, accept: impl FnOnce(&Served) -> bool) -> Option<Served> {
         let mut s = self.shard(id).lock().unwrap_or_else(|p| p.into_inner());
+        if !accept(s.map.get(id)?) {
+            return None;
+        }
         let e = s.map.remove(id)?;
         (e.at.elapsed() <= self.ttl).then_some(e)
     }
@@ -134,6 +143,16 @@ mod tests {
         assert!(log.take("r999").is_some());
         assert!(log.take("r999").is_none(), "feedback is taken once");
         assert!(log.take("r0").is_none());
+    }
+
+    #[test]
+    fn an_entry_refused_by_take_if_stays() {
+        let log = RequestLog::new(1000, Duration::from_secs(60));
+        log.insert("r".into(), served(Instant::now()), |_| {});
+        assert!(log.take_if("r", |_| false).is_none());
+        assert_eq!(log.len(), 1);
+        assert!(log.take_if("r", |s| s.arm == 1).is_some());
+        assert!(log.take("r").is_none());
     }
 
     #[test]

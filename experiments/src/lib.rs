@@ -433,6 +433,17 @@ impl Experiments {
     /// Adds a batch of feedback; each item stands alone (a bad one does not spoil the rest).
     /// A batch of more than [`MAX_FEEDBACK_ITEMS`] is refused whole.
     pub fn feedback(&self, items: &[Feedback]) -> Result<FeedbackReport> {
+        self.feedback_within(items, &|_| true)
+    }
+
+    /// [`feedback`](Self::feedback) from a caller who may reach only the experiments
+    /// `within` accepts: an item naming another experiment, or a request another one served,
+    /// is refused in the words an unknown one gets (and its request stays in the log).
+    pub fn feedback_within(
+        &self,
+        items: &[Feedback],
+        within: &dyn Fn(&Experiment) -> bool,
+    ) -> Result<FeedbackReport> {
         if items.len() > MAX_FEEDBACK_ITEMS {
             return Err(Error::Invalid(format!(
                 "{} feedback items in one request; send at most {MAX_FEEDBACK_ITEMS}",
@@ -441,7 +452,7 @@ impl Experiments {
         }
         let mut report = FeedbackReport::default();
         for (index, f) in items.iter().enumerate() {
-            match self.one_feedback(f) {
+            match self.one_feedback(f, within) {
                 Ok(true) => report.accepted += 1,
                 Ok(false) => {}
                 Err(reason) => report.rejected.push(Rejected { index, reason }),
@@ -458,7 +469,11 @@ impl Experiments {
         Ok(report)
     }
 
-    fn one_feedback(&self, f: &Feedback) -> std::result::Result<bool, String> {
+    fn one_feedback(
+        &self,
+        f: &Feedback,
+        within: &dyn Fn(&Experiment) -> bool,
+    ) -> std::result::Result<bool, String> {
         let Some(reward) = f.reward else {
             return match f.truth {
                 // Ground truth is for performance monitoring; nothing here uses it.
@@ -471,16 +486,23 @@ impl Experiments {
         }
         let (exp, arm) = match (&f.id, &f.experiment, &f.unit) {
             (Some(id), None, None) => {
-                let served = self.log.take(id).ok_or_else(|| {
-                    format!("unknown request id '{id}' (never served through an experiment, already rewarded, or older than the feedback log keeps)")
-                })?;
+                let served = self
+                    .log
+                    .take_if(id, |s| self.get(&s.experiment).ok().is_none_or(|e| within(&e)))
+                    .ok_or_else(|| {
+                        format!("unknown request id '{id}' (never served through an experiment, already rewarded, or older than the feedback log keeps)")
+                    })?;
                 let exp = self
                     .get(&served.experiment)
                     .map_err(|_| format!("experiment '{}' no longer exists", served.experiment))?;
                 (exp, served.arm)
             }
             (None, Some(name), Some(unit)) => {
-                let exp = self.get(name).map_err(|e| e.to_string())?;
+                let exp = self
+                    .get(name)
+                    .ok()
+                    .filter(|e| within(e))
+                    .ok_or_else(|| format!("no experiment named '{name}'"))?;
                 if exp.router.load().unit.is_none() {
                     return Err(format!(
                         "experiment '{name}' has no unit key: send feedback by request 'id'"
@@ -725,6 +747,16 @@ impl Experiment {
 
     pub fn model(&self) -> String {
         self.lock().spec.model.clone()
+    }
+
+    /// Every model it serves ([`ExperimentSpec::models`]).
+    pub fn models(&self) -> Vec<String> {
+        self.lock()
+            .spec
+            .models()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
     }
 
     pub fn is_running(&self) -> bool {

@@ -145,13 +145,29 @@ pub fn tansu_bin() -> PathBuf {
 /// A tansu broker with in-memory storage, advertising 127.0.0.1.
 pub struct Tansu {
     child: Child,
+    /// Where it listens.
     pub port: u16,
+    /// Where it tells clients to connect: its own port, or a front the test runs.
+    advertised: u16,
+    /// librdkafka properties of the clients made here (e.g. TLS to the front).
+    client_options: Vec<(String, String)>,
     _dir: tempfile::TempDir,
     log: PathBuf,
 }
 
 impl Tansu {
     pub fn start() -> Tansu {
+        Self::start_with(None, &[])
+    }
+
+    /// A broker that advertises `front` (a proxy the test runs, e.g. one that speaks TLS,
+    /// which tansu does not) instead of its own port: every client, after its first metadata
+    /// answer, connects there. The clients made here use `client_options`.
+    pub fn behind(front: u16, client_options: &[(&str, &str)]) -> Tansu {
+        Self::start_with(Some(front), client_options)
+    }
+
+    fn start_with(front: Option<u16>, client_options: &[(&str, &str)]) -> Tansu {
         let bin = tansu_bin();
         assert!(
             bin.exists(),
@@ -162,11 +178,14 @@ impl Tansu {
         let log = dir.path().join("tansu.log");
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = front.unwrap_or(port);
+        let advertised_url = format!("tcp://127.0.0.1:{advertised}");
         // Run in the temp dir: tansu reads a `.env` from its working directory.
         let child = Command::new(&bin)
             .current_dir(dir.path())
             .args(["broker", "--storage-engine", "memory://tansu/"])
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--listener-url", &url])
+            .args(["--advertised-listener-url", &advertised_url])
             .env_remove("STORAGE_ENGINE")
             .env_remove("LISTENER_URL")
             .env_remove("ADVERTISED_LISTENER_URL")
@@ -181,13 +200,28 @@ impl Tansu {
         Tansu {
             child,
             port,
+            advertised,
+            client_options: client_options
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             _dir: dir,
             log,
         }
     }
 
+    /// The bootstrap address clients are given: the advertised one.
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.advertised)
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self.brokers());
+        for (k, v) in &self.client_options {
+            c.set(k, v);
+        }
+        c
     }
 
     pub fn log(&self) -> String {
@@ -196,10 +230,8 @@ impl Tansu {
 
     /// Creates topics (tansu 0.6 creates none by itself).
     pub async fn create_topics(&self, topics: &[&str], partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", self.brokers())
-            .create()
-            .expect("admin client");
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config().create().expect("admin client");
         let new: Vec<NewTopic<'_>> = topics
             .iter()
             .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
@@ -219,8 +251,7 @@ impl Tansu {
     /// A producer that sends each record in its own batch: tansu 0.6's in-memory engine can
     /// leave a consumer polling empty when its committed offset falls inside a batch.
     pub fn producer(&self) -> FutureProducer {
-        ClientConfig::new()
-            .set("bootstrap.servers", self.brokers())
+        self.client_config()
             .set("linger.ms", "0")
             .set("batch.num.messages", "1")
             .set("message.timeout.ms", "30000")

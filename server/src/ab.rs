@@ -11,6 +11,7 @@ use experiments::{Catalog, Experiments};
 use models::repository::{DEFAULT_ALIAS, Repository};
 use serde::Serialize;
 
+use crate::auth::{Kind, Principal};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -76,6 +77,49 @@ pub fn apply_file(exps: &Experiments, repo: &Repository, specs: BTreeMap<String,
                 tracing::error!(experiment = %name, error = %e, "experiment from the experiment file not applied")
             }
         }
+    }
+}
+
+/// Whether `principal` (a restricted one, when given) may reach every one of `models`.
+pub fn within<S: AsRef<str>>(
+    principal: Option<&Principal>,
+    models: impl IntoIterator<Item = S>,
+) -> bool {
+    principal.is_none_or(|p| {
+        models
+            .into_iter()
+            .all(|m| p.reach.allows(Kind::Model, m.as_ref()))
+    })
+}
+
+/// 403 / PERMISSION_DENIED unless `principal` may reach every model experiment `name`
+/// serves, and every model `spec` names when it is being put. A restricted principal may
+/// create an experiment over its own models; one that does not exist is otherwise refused in
+/// the words one out of reach gets, so a restricted principal learns nothing of the others.
+pub fn check_reach(
+    state: &AppState,
+    principal: Option<&Principal>,
+    name: &str,
+    spec: Option<&ExperimentSpec>,
+) -> ApiResult<()> {
+    let Some(p) = principal.filter(|p| p.reach.restricts(Kind::Model)) else {
+        return Ok(());
+    };
+    let existing = state.experiments.get(name).ok();
+    let ok = match (&existing, spec) {
+        (Some(e), _) => {
+            within(Some(p), e.models()) && spec.is_none_or(|s| within(Some(p), s.models()))
+        }
+        (None, Some(s)) => within(Some(p), s.models()),
+        (None, None) => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "'{}' may not reach experiment '{name}'",
+            p.name
+        )))
     }
 }
 

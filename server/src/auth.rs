@@ -1507,7 +1507,7 @@ pub async fn http_layer(State(auth): State<Arc<Auth>>, req: Request, next: Next)
 
 /// What a REST route reaches, for a restricted principal.
 enum Target {
-    /// Nothing a [`Reach`] lists (server metadata, health, keys, the route list).
+    /// Nothing a [`Reach`] lists (server metadata, health, the route list).
     Nothing,
     /// A list, filtered by its handler ([`visible`]).
     List,
@@ -1518,6 +1518,9 @@ enum Target {
     /// Named in the body, which the layer does not read: refused to a principal restricted
     /// in that kind (`None`: in any).
     Body(Option<Kind>),
+    /// Refused to every restricted principal: managing keys (a restricted admin could
+    /// otherwise make itself a key without its restrictions, or revoke anyone's).
+    Unrestricted,
 }
 
 fn target(route: &str) -> Target {
@@ -1529,12 +1532,13 @@ fn target(route: &str) -> Target {
     };
     match route {
         "/v2" | "/v2/health/live" | "/v2/health/ready" | "/api/routes" => Target::Nothing,
-        _ if under("/api/keys") => Target::Nothing,
+        _ if under("/api/keys") => Target::Unrestricted,
         "/api/models"
         | "/api/collections"
         | "/api/feature-views"
         | "/api/drift"
         | "/api/experiments"
+        | "/v2/models/stats"
         | "/v2/repository/index" => Target::List,
         _ if under("/v2/models/{m}") || under("/v2/repository/models/{m}") => {
             Target::Path(Kind::Model, "m")
@@ -1543,12 +1547,13 @@ fn target(route: &str) -> Target {
         _ if under("/api/drift/{model}") => Target::Path(Kind::Model, "model"),
         _ if under("/api/collections/{c}") => Target::Path(Kind::Collection, "c"),
         _ if under("/api/feature-views/{name}") => Target::Path(Kind::FeatureView, "name"),
-        "/v1/embeddings" | "/api/features/get-online-features" | "/api/features/push" => {
-            Target::Checked
-        }
+        "/v1/embeddings"
+        | "/api/features/get-online-features"
+        | "/api/features/push"
+        | "/api/feedback" => Target::Checked,
+        // An experiment's models are its configuration's, checked by its handlers.
+        _ if under("/api/experiments") => Target::Checked,
         _ if under("/api/features") => Target::Body(Some(Kind::FeatureView)),
-        "/api/feedback" | "/v2/models/stats" => Target::Body(Some(Kind::Model)),
-        _ if under("/api/experiments") => Target::Body(Some(Kind::Model)),
         _ => Target::Body(None),
     }
 }
@@ -1566,6 +1571,9 @@ async fn within_reach(p: &Principal, route: Option<&str>, req: &mut Request) -> 
     };
     match target(route) {
         Target::Nothing | Target::List | Target::Checked => Ok(()),
+        Target::Unrestricted => Err(out(format!(
+            "{route}: keys are managed by a principal without restrictions"
+        ))),
         Target::Body(kind) => {
             let restricted = match kind {
                 Some(k) => p.reach.restricts(k),
@@ -1766,6 +1774,15 @@ pub const REACH_CHECKED: &[&str] = &[
     "/inferd.v1.Drift/PutReference",
     "/inferd.v1.Drift/GetDrift",
     "/inferd.v1.Drift/DeleteMonitor",
+    "/inferd.v1.ModelRegistry/UploadVersion",
+    "/inferd.v1.Experiments/PutExperiment",
+    "/inferd.v1.Experiments/GetExperiment",
+    "/inferd.v1.Experiments/ListExperiments",
+    "/inferd.v1.Experiments/StopExperiment",
+    "/inferd.v1.Experiments/SetWeights",
+    "/inferd.v1.Experiments/PromoteArm",
+    "/inferd.v1.Experiments/DeleteExperiment",
+    "/inferd.v1.Experiments/SendFeedback",
 ];
 
 /// For the gRPC handlers in [`REACH_CHECKED`]: PERMISSION_DENIED when the call's principal

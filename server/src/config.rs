@@ -17,6 +17,9 @@
 //! feature_views = "/etc/inferd/features.toml" # feature views ([views.<name>] tables)
 //! kafka_brokers = "kafka-1:9092,kafka-2:9092" # ingest the views' topics; default: none
 //! kafka_group = "inferd-features"    # the ingester's consumer group
+//! # librdkafka properties for every Kafka client inferd makes (the ingester, the drift
+//! # publisher): TLS, SASL, timeouts. --kafka-option KEY=VALUE adds or overrides one.
+//! kafka_options = { "security.protocol" = "ssl", "ssl.ca.location" = "/etc/inferd/kafka-ca.pem" }
 //! experiments = "/etc/inferd/experiments.toml" # [experiments.<name>] tables, applied at start
 //! feedback_capacity = 1000000        # requests kept for feedback by request id
 //! feedback_ttl_secs = 3600           # how long a request waits for its feedback
@@ -44,6 +47,7 @@
 //! redis_client_cert = "/etc/inferd/redis-client.crt" # and a client certificate (with redis_client_key)
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -102,6 +106,11 @@ pub struct ServeArgs {
     /// Consumer group of the feature ingester. Default: inferd-features.
     #[arg(long, env = "INFERD_KAFKA_GROUP")]
     pub kafka_group: Option<String>,
+    /// A librdkafka property for every Kafka client inferd makes, repeatable: TLS
+    /// (`security.protocol=ssl`, `ssl.ca.location=FILE`, `ssl.certificate.location`,
+    /// `ssl.key.location`), SASL (`sasl.mechanism`, `sasl.username`, `sasl.password`), ...
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE", value_parser = kafka_option)]
+    pub kafka_options: Vec<(String, String)>,
     /// Experiment file (TOML, one `[experiments.<name>]` table per experiment), applied once
     /// the models are loaded. Experiments can also be created with PUT /api/experiments/{name}.
     #[arg(long, env = "INFERD_EXPERIMENTS")]
@@ -224,6 +233,7 @@ struct FileConfig {
     feature_views: Option<PathBuf>,
     kafka_brokers: Option<String>,
     kafka_group: Option<String>,
+    kafka_options: Option<BTreeMap<String, String>>,
     experiments: Option<PathBuf>,
     feedback_capacity: Option<usize>,
     feedback_ttl_secs: Option<u64>,
@@ -273,6 +283,8 @@ pub struct Config {
     /// `None`: no Kafka ingestion.
     pub kafka_brokers: Option<String>,
     pub kafka_group: String,
+    /// librdkafka properties for every Kafka client (the file's, then the flags').
+    pub kafka_options: Vec<(String, String)>,
     pub experiments: Option<PathBuf>,
     pub feedback_capacity: usize,
     pub feedback_ttl_secs: u64,
@@ -419,70 +431,81 @@ impl Config {
         } else {
             IpAddr::from([0, 0, 0, 0])
         };
-        let cfg = Config {
-            model_repository: args.model_repository.or(file.model_repository),
-            data_dir,
-            host: args.host.or(file.host).unwrap_or(default_host),
-            http_port: args.http_port.or(file.http_port).unwrap_or(8000),
-            grpc_port: args.grpc_port.or(file.grpc_port).unwrap_or(8001),
-            metrics_port: args.metrics_port.or(file.metrics_port).unwrap_or(8002),
-            max_request_bytes: args
-                .max_request_bytes
-                .or(file.max_request_bytes)
-                .unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
-            max_upload_bytes: args
-                .max_upload_bytes
-                .or(file.max_upload_bytes)
-                .unwrap_or(DEFAULT_MAX_UPLOAD_BYTES),
-            onnxruntime_lib: args.onnxruntime_lib.or(file.onnxruntime_lib),
-            drain_timeout_secs: args
-                .drain_timeout_secs
-                .or(file.drain_timeout_secs)
-                .unwrap_or(30),
-            feature_store: args
-                .feature_store
-                .or(file.feature_store)
-                .unwrap_or_else(|| "memory".into()),
-            feature_views: args.feature_views.or(file.feature_views),
-            kafka_brokers: kafka_brokers.clone(),
-            kafka_group: args
-                .kafka_group
-                .or(file.kafka_group)
-                .unwrap_or_else(|| "inferd-features".into()),
-            experiments: args.experiments.or(file.experiments),
-            feedback_capacity: args
-                .feedback_capacity
-                .or(file.feedback_capacity)
-                .unwrap_or(1_000_000),
-            feedback_ttl_secs: args
-                .feedback_ttl_secs
-                .or(file.feedback_ttl_secs)
-                .unwrap_or(3600),
-            drift_queue: args.drift_queue.or(file.drift_queue).unwrap_or(4096),
-            drift_kafka_topic: args
-                .drift_kafka_topic
-                .or(file.drift_kafka_topic)
-                .filter(|t| !t.trim().is_empty()),
-            drift_kafka_brokers: args
-                .drift_kafka_brokers
-                .or(file.drift_kafka_brokers)
-                .filter(|b| !b.trim().is_empty())
-                .or(kafka_brokers),
-            api_keys,
-            jwt,
-            audit_log: args.audit_log.or(file.audit_log),
-            auth_metrics: args.auth_metrics || file.auth_metrics.unwrap_or(false),
-            no_auth,
-            tls,
-            limits,
-            max_concurrent_per_principal: args
-                .max_concurrent_per_principal
-                .or(file.max_concurrent_per_principal)
-                .unwrap_or(512),
-            redis_ca_cert: args.redis_ca_cert.or(file.redis_ca_cert),
-            redis_client_cert: args.redis_client_cert.or(file.redis_client_cert),
-            redis_client_key: args.redis_client_key.or(file.redis_client_key),
-        };
+        let cfg =
+            Config {
+                model_repository: args.model_repository.or(file.model_repository),
+                data_dir,
+                host: args.host.or(file.host).unwrap_or(default_host),
+                http_port: args.http_port.or(file.http_port).unwrap_or(8000),
+                grpc_port: args.grpc_port.or(file.grpc_port).unwrap_or(8001),
+                metrics_port: args.metrics_port.or(file.metrics_port).unwrap_or(8002),
+                max_request_bytes: args
+                    .max_request_bytes
+                    .or(file.max_request_bytes)
+                    .unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
+                max_upload_bytes: args
+                    .max_upload_bytes
+                    .or(file.max_upload_bytes)
+                    .unwrap_or(DEFAULT_MAX_UPLOAD_BYTES),
+                onnxruntime_lib: args.onnxruntime_lib.or(file.onnxruntime_lib),
+                drain_timeout_secs: args
+                    .drain_timeout_secs
+                    .or(file.drain_timeout_secs)
+                    .unwrap_or(30),
+                feature_store: args
+                    .feature_store
+                    .or(file.feature_store)
+                    .unwrap_or_else(|| "memory".into()),
+                feature_views: args.feature_views.or(file.feature_views),
+                kafka_brokers: kafka_brokers.clone(),
+                kafka_group: args
+                    .kafka_group
+                    .or(file.kafka_group)
+                    .unwrap_or_else(|| "inferd-features".into()),
+                kafka_options: {
+                    let mut options = Vec::new();
+                    for (k, v) in file.kafka_options.unwrap_or_default() {
+                        options.push(kafka_option(&format!("{k}={v}")).map_err(|e| {
+                            anyhow::anyhow!("kafka_options in the config file: {e}")
+                        })?);
+                    }
+                    options.extend(args.kafka_options);
+                    options
+                },
+                experiments: args.experiments.or(file.experiments),
+                feedback_capacity: args
+                    .feedback_capacity
+                    .or(file.feedback_capacity)
+                    .unwrap_or(1_000_000),
+                feedback_ttl_secs: args
+                    .feedback_ttl_secs
+                    .or(file.feedback_ttl_secs)
+                    .unwrap_or(3600),
+                drift_queue: args.drift_queue.or(file.drift_queue).unwrap_or(4096),
+                drift_kafka_topic: args
+                    .drift_kafka_topic
+                    .or(file.drift_kafka_topic)
+                    .filter(|t| !t.trim().is_empty()),
+                drift_kafka_brokers: args
+                    .drift_kafka_brokers
+                    .or(file.drift_kafka_brokers)
+                    .filter(|b| !b.trim().is_empty())
+                    .or(kafka_brokers),
+                api_keys,
+                jwt,
+                audit_log: args.audit_log.or(file.audit_log),
+                auth_metrics: args.auth_metrics || file.auth_metrics.unwrap_or(false),
+                no_auth,
+                tls,
+                limits,
+                max_concurrent_per_principal: args
+                    .max_concurrent_per_principal
+                    .or(file.max_concurrent_per_principal)
+                    .unwrap_or(512),
+                redis_ca_cert: args.redis_ca_cert.or(file.redis_ca_cert),
+                redis_client_cert: args.redis_client_cert.or(file.redis_client_cert),
+                redis_client_key: args.redis_client_key.or(file.redis_client_key),
+            };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -555,6 +578,25 @@ impl Config {
             );
         }
         Ok(())
+    }
+}
+
+/// One `KEY=VALUE` librdkafka property. The brokers and the consumer group have their own
+/// settings (`--kafka-brokers`, `--kafka-group`), so they are refused here.
+pub fn kafka_option(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not KEY=VALUE (e.g. security.protocol=ssl)"))?;
+    let k = k.trim();
+    if k.is_empty() {
+        return Err(format!("'{s}' has no property name before '='"));
+    }
+    match k {
+        "bootstrap.servers" | "metadata.broker.list" => {
+            Err(format!("set the brokers with --kafka-brokers, not {k}"))
+        }
+        "group.id" => Err("set the consumer group with --kafka-group, not group.id".into()),
+        _ => Ok((k.to_owned(), v.to_owned())),
     }
 }
 

@@ -60,11 +60,20 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(brokers: &str, topic: &str) -> anyhow::Result<Publisher> {
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+    /// `options`: librdkafka properties (TLS, SASL, ...), over the defaults.
+    pub fn new(
+        brokers: &str,
+        topic: &str,
+        options: &[(String, String)],
+    ) -> anyhow::Result<Publisher> {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", brokers)
             .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000")
+            .set("message.timeout.ms", "30000");
+        for (k, v) in options {
+            c.set(k, v);
+        }
+        let producer: BaseProducer = c
             .create()
             .map_err(|e| anyhow::anyhow!("creating the drift Kafka producer: {e}"))?;
         Ok(Publisher {
@@ -169,10 +178,23 @@ impl Drift {
     }
 
     /// Ground truth by request id: joined with the sampled predictions here, and published
-    /// for the fleet's monitors.
-    pub fn label(&self, truths: &[(usize, Truth)]) -> drift::monitor::Labelled {
+    /// for the fleet's monitors. A principal restricted to some models (`within`) labels only
+    /// their predictions, and only those sampled here reach the fleet: a truth names no model,
+    /// so one this replica cannot attribute is not published on the principal's word.
+    pub fn label(
+        &self,
+        truths: &[(usize, Truth)],
+        within: Option<&dyn Fn(&str) -> bool>,
+    ) -> drift::monitor::Labelled {
+        let labelled = match within {
+            Some(w) => self.monitors.label_within(truths, w),
+            None => self.monitors.label(truths),
+        };
         if let Some(k) = &self.kafka {
-            for (_, t) in truths {
+            let published = truths
+                .iter()
+                .filter(|(i, _)| within.is_none() || labelled.joined.contains(i));
+            for (_, t) in published {
                 if !k.send(&t.id, &Message::Truth(t.clone())) {
                     self.monitors
                         .metrics()
@@ -182,7 +204,7 @@ impl Drift {
                 }
             }
         }
-        self.monitors.label(truths)
+        labelled
     }
 
     pub fn flush(&self) {
@@ -619,18 +641,23 @@ pub async fn watch(
     brokers: &str,
     topic: &str,
     group: &str,
+    options: &[(String, String)],
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     use futures::StreamExt;
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::message::Message as _;
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "true")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "10")
+        .set("fetch.wait.max.ms", "10");
+    for (k, v) in options {
+        c.set(k, v);
+    }
+    let consumer: StreamConsumer = c
         .create()
         .map_err(|e| anyhow::anyhow!("creating the Kafka consumer: {e}"))?;
     consumer
@@ -688,12 +715,23 @@ pub struct FeedbackOutcome {
 
 /// `POST /api/feedback` and `SendFeedback`: rewards go to the experiments, truths to the
 /// drift monitors (and the fleet's topic). A truth-only item that no monitor here sampled is
-/// refused, unless a Kafka topic carries it to the fleet's monitor.
+/// refused, unless a Kafka topic carries it to the fleet's monitor. A principal restricted
+/// to some models reaches only their experiments and predictions; the rest is refused as
+/// unknown.
 pub async fn feedback(
     state: &crate::state::AppState,
+    principal: Option<&crate::auth::Principal>,
     items: &[experiments::Feedback],
 ) -> crate::error::ApiResult<FeedbackOutcome> {
-    let report = state.experiments.feedback(items)?;
+    use crate::auth::Kind;
+    let restricted = principal.filter(|p| p.reach.restricts(Kind::Model));
+    let model_within = restricted.map(|p| move |m: &str| p.reach.allows(Kind::Model, m));
+    let report = match &model_within {
+        Some(w) => state
+            .experiments
+            .feedback_within(items, &|e| e.models().iter().all(|m| w(m)))?,
+        None => state.experiments.feedback(items)?,
+    };
     let mut out = FeedbackOutcome {
         accepted: report.accepted,
         labelled: 0,
@@ -718,12 +756,15 @@ pub async fn feedback(
         return Ok(out);
     }
     state.drift.settled().await;
-    let labelled = state.drift.label(&truths);
+    let labelled = state.drift.label(
+        &truths,
+        model_within.as_ref().map(|w| w as &dyn Fn(&str) -> bool),
+    );
     out.labelled = labelled.joined.len();
     for (index, why) in labelled.rejected {
         out.rejected.push(reject(index, why));
     }
-    if state.drift.kafka.is_none() {
+    if state.drift.kafka.is_none() || restricted.is_some() {
         for (index, t) in &truths {
             let answered =
                 labelled.joined.contains(index) || out.rejected.iter().any(|r| r.index == *index);

@@ -162,7 +162,9 @@ pub async fn serve(
             .context("opening the drift monitors")?,
     );
     let publisher = match (&cfg.drift_kafka_topic, &cfg.drift_kafka_brokers) {
-        (Some(topic), Some(brokers)) => Some(drift::Publisher::new(brokers, topic)?),
+        (Some(topic), Some(brokers)) => {
+            Some(drift::Publisher::new(brokers, topic, &cfg.kafka_options)?)
+        }
         _ => None,
     };
     let drift = Arc::new(drift::Drift::start(
@@ -416,6 +418,7 @@ async fn open_features(
         Some(brokers) => {
             let mut k = KafkaConfig::new(brokers.clone());
             k.group_id = cfg.kafka_group.clone();
+            k.options = cfg.kafka_options.clone();
             let metrics = IngestMetrics::new(registry).context("registering ingest metrics")?;
             let i = Ingester::start(k, Arc::clone(&views), Arc::clone(&store), metrics)?;
             tracing::info!(%brokers, group = %cfg.kafka_group, "feature ingestion from Kafka started");

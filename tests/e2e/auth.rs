@@ -991,9 +991,18 @@ async fn restricted_principals_reach_only_their_models_and_collections() {
     )
     .await;
     assert_eq!(code, 403, "{body}");
-    // Body routes that are not checked yet are refused to a principal restricted in that kind.
-    let (code, body) = as_team(M::POST, "/api/feedback", Some(json!({"feedback": []}))).await;
+    // Keys are managed by unrestricted admins only: a restricted admin cannot make itself a
+    // key without its restrictions.
+    let (code, body) = as_team(
+        M::POST,
+        "/api/keys",
+        Some(json!({"name": "escape", "scope": "admin"})),
+    )
+    .await;
     assert_eq!(code, 403, "{body}");
+    assert!(body.contains("without restrictions"), "{body}");
+    assert_eq!(as_team(M::GET, "/api/keys", None).await.0, 403);
+    assert_eq!(as_team(M::DELETE, "/api/keys/ops", None).await.0, 403);
     // gRPC: the inference service checks the model each call names; lists are filtered;
     // the methods that do not check are refused.
     let mut g = GrpcInferenceServiceClient::connect(srv.grpc_url())
@@ -1139,13 +1148,13 @@ async fn restricted_principals_reach_only_their_models_and_collections() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    // A service that does not check yet is refused to a restricted principal.
-    use server::proto::inferd::experiments_client::ExperimentsClient;
-    let e = ExperimentsClient::connect(srv.grpc_url())
+    // A service that does not check is refused to a restricted principal: keys.
+    use server::proto::inferd::keys_client::KeysClient;
+    let e = KeysClient::connect(srv.grpc_url())
         .await
         .unwrap()
-        .list_experiments(with_key(
-            server::proto::inferd::ListExperimentsRequest::default(),
+        .list_keys(with_key(
+            server::proto::inferd::ListKeysRequest::default(),
             "team-secret-1",
         ))
         .await
@@ -1200,4 +1209,256 @@ async fn restricted_principals_reach_only_their_models_and_collections() {
         .await
         .unwrap();
     assert_eq!(all["models"].as_array().unwrap().len(), 2);
+}
+
+/// `mlp` with versions 1 and 2 (the same signature) and `other` (that signature too), so an
+/// experiment can stay on one model or reach into another.
+fn two_model_repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let models = common::fixtures().join("models");
+    for (at, src) in [("mlp/1", "mlp"), ("mlp/2", "mlp_v2"), ("other/1", "mlp_v2")] {
+        std::fs::create_dir_all(dir.path().join(at)).unwrap();
+        std::fs::copy(
+            models.join(src).join("1/model.onnx"),
+            dir.path().join(at).join("model.onnx"),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.path().join("mlp/config.toml"),
+        "[version_policy]\nall = true\n",
+    )
+    .unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restricted_principals_run_experiments_and_send_feedback_for_their_models_only() {
+    use server::proto::inferd as pb;
+    use server::proto::inferd::experiments_client::ExperimentsClient;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.json");
+    let mut team = common::key_entry("mlp-team", "team-secret-1", "admin");
+    team["models"] = json!(["mlp"]);
+    let mut writer = common::key_entry("mlp-writer", "writer-secret-1", "write");
+    writer["models"] = json!(["mlp"]);
+    write_keys(
+        &keys,
+        &[common::key_entry("ops", OPS, "admin"), team, writer],
+    );
+    let repo = two_model_repo();
+    let srv = Server::start(repo.path(), &["--api-keys", keys.to_str().unwrap()]).await;
+    let c = reqwest::Client::new();
+    let call = |key: &'static str, m: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut r = c.request(m, srv.url(path)).bearer_auth(key);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let code = r.status().as_u16();
+            (code, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    use reqwest::Method as M;
+    let (code, r) = call(
+        OPS,
+        M::PUT,
+        "/api/models/mlp/aliases/production",
+        Some(json!({"version": 1})),
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    // The operator's experiment on mlp sends half its traffic to another model.
+    let mixed = json!({"model": "mlp", "unit": {"header": "x-user"},
+        "arms": [{"name": "a", "version": 1, "weight": 50},
+                 {"name": "b", "model": "other", "version": 1, "weight": 50}]});
+    let (code, r) = call(OPS, M::PUT, "/api/experiments/mixed", Some(mixed.clone())).await;
+    assert_eq!(code, 201, "{r}");
+    // The team may reach mlp but not `other`: the experiment is out of its reach on every
+    // route, in the words a missing one gets, and absent from its list.
+    for (m, path, body) in [
+        (M::GET, "/api/experiments/mixed", None),
+        (M::GET, "/api/experiments/ghost", None),
+        (M::POST, "/api/experiments/mixed/stop", None),
+        (
+            M::POST,
+            "/api/experiments/mixed/weights",
+            Some(json!({"weights": {"a": 1}})),
+        ),
+        (
+            M::POST,
+            "/api/experiments/mixed/promote",
+            Some(json!({"arm": "a"})),
+        ),
+        (M::DELETE, "/api/experiments/mixed", None),
+        (M::PUT, "/api/experiments/mixed", Some(mixed.clone())),
+        (M::PUT, "/api/experiments/mine", Some(mixed.clone())),
+    ] {
+        let (code, r) = call("team-secret-1", m.clone(), path, body).await;
+        assert_eq!(code, 403, "{m} {path}: {r}");
+        let name = path.split('/').nth(3).unwrap();
+        assert!(
+            r["error"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("may not reach experiment '{name}'")),
+            "{m} {path}: {r}"
+        );
+    }
+    let (_, list) = call("team-secret-1", M::GET, "/api/experiments", None).await;
+    assert_eq!(list["experiments"], json!([]), "{list}");
+    let mut g = ExperimentsClient::connect(srv.grpc_url()).await.unwrap();
+    let e = g
+        .get_experiment(with_key(
+            pb::GetExperimentRequest {
+                name: "mixed".into(),
+            },
+            "team-secret-1",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // Feedback for it, by unit or by request id, is refused as unknown; the request stays
+    // in the log for a principal that may reach it.
+    let row = json!({"id": "req-1", "inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": vec![0.5; 64]}]});
+    let r = c
+        .post(srv.url("/v2/models/mlp/infer"))
+        .bearer_auth("writer-secret-1")
+        .header("x-user", "u1")
+        .json(&row)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (code, r) = call(
+        "writer-secret-1",
+        M::POST,
+        "/api/feedback",
+        Some(json!({"feedback": [
+            {"experiment": "mixed", "unit": "u1", "reward": 1},
+            {"id": "req-1", "reward": 1}]})),
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["accepted"], 0, "{r}");
+    let reasons: Vec<&str> = r["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons[0].contains("no experiment named 'mixed'"), "{r}");
+    assert!(reasons[1].contains("unknown request id 'req-1'"), "{r}");
+    let (code, r) = call(
+        OPS,
+        M::POST,
+        "/api/feedback",
+        Some(json!({"feedback": [{"id": "req-1", "reward": 1}]})),
+    )
+    .await;
+    assert_eq!((code, &r["accepted"]), (200, &json!(1)), "{r}");
+    // Over its own model's versions the team runs its own experiment, on both transports.
+    let (code, _) = call(OPS, M::DELETE, "/api/experiments/mixed", None).await;
+    assert_eq!(code, 200);
+    let own = json!({"model": "mlp", "unit": {"header": "x-user"},
+        "arms": [{"name": "a", "version": 1, "weight": 50}, {"name": "b", "version": 2, "weight": 50}]});
+    let (code, r) = call("team-secret-1", M::PUT, "/api/experiments/own", Some(own)).await;
+    assert_eq!(code, 201, "{r}");
+    let (code, r) = call(
+        "team-secret-1",
+        M::POST,
+        "/api/experiments/own/weights",
+        Some(json!({"weights": {"a": 80}})),
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    let listed = g
+        .list_experiments(with_key(
+            pb::ListExperimentsRequest::default(),
+            "team-secret-1",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = listed.experiments.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["own"]);
+    let (code, r) = call(
+        "writer-secret-1",
+        M::POST,
+        "/api/feedback",
+        Some(json!({"feedback": [{"experiment": "own", "unit": "u1", "reward": 1}]})),
+    )
+    .await;
+    assert_eq!((code, &r["accepted"]), (200, &json!(1)), "{r}");
+    let sent = g
+        .send_feedback(with_key(
+            pb::SendFeedbackRequest {
+                feedback: vec![pb::Feedback {
+                    experiment: "own".into(),
+                    unit: "u2".into(),
+                    reward: Some(0.0),
+                    ..Default::default()
+                }],
+            },
+            "writer-secret-1",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sent.accepted, 1, "{sent:?}");
+    let (_, r) = call(OPS, M::GET, "/api/experiments/own", None).await;
+    let rewarded: u64 = r["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"]["n"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(rewarded, 2, "{r}");
+    // The statistics of every model list only what it may see.
+    let (_, stats) = call("team-secret-1", M::GET, "/v2/models/stats", None).await;
+    let names: Vec<&str> = stats["model_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| *n == "mlp"),
+        "{stats}"
+    );
+    // A gRPC upload names its model in the stream's first message: another model is
+    // refused before any artifact byte is read, and nothing is written.
+    use server::proto::inferd::{UploadHeader, UploadVersionRequest, upload_version_request::Part};
+    let header = |name: &str| UploadVersionRequest {
+        part: Some(Part::Header(UploadHeader {
+            name: name.into(),
+            ..Default::default()
+        })),
+    };
+    let chunk = UploadVersionRequest {
+        part: Some(Part::Chunk(vec![0; 1024])),
+    };
+    let mut registry = ModelRegistryClient::connect(srv.grpc_url()).await.unwrap();
+    let e = registry
+        .upload_version(with_key(
+            futures::stream::iter([header("other"), chunk.clone()]),
+            "team-secret-1",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("may not reach model 'other'"), "{e:?}");
+    assert!(!repo.path().join("other/2").exists());
+    // Its own model's upload is taken (and validated in the background: these bytes are no
+    // model).
+    let v = registry
+        .upload_version(with_key(
+            futures::stream::iter([header("mlp"), chunk]),
+            "team-secret-1",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((v.name.as_str(), v.version, v.size), ("mlp", 3, 1024));
 }

@@ -557,3 +557,153 @@ async fn the_online_store_is_reached_over_tls_with_a_client_certificate() {
         200
     );
 }
+
+/// A TLS front for a broker that speaks only plain Kafka (tansu): it accepts TLS with
+/// `cert`, asks for a client certificate from `client_ca`, and relays each connection to
+/// `upstream`. Returns how many handshakes succeeded.
+fn kafka_tls_front(
+    listener: std::net::TcpListener,
+    cert: &(String, String),
+    client_ca: &Ca,
+    upstream: u16,
+) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.0.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(cert.1.as_bytes()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(client_ca.pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
+            .build()
+            .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let handshakes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = handshakes.clone();
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, counted) = (acceptor.clone(), counted.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Ok(mut broker) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut broker).await;
+            });
+        }
+    });
+    handshakes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_is_reached_over_tls_with_a_client_certificate() {
+    use feature_store::testkit::{Tansu, produce};
+    let dir = tempfile::tempdir().unwrap();
+    let path = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+    let ca = ca("kafka test CA");
+    let broker_cert = server_cert(&ca);
+    let client = leaf(
+        &ca,
+        "inferd",
+        vec![SanType::DnsName("inferd".try_into().unwrap())],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    for (n, text) in [
+        ("ca.crt", &ca.pem),
+        ("client.crt", &client.0),
+        ("client.key", &client.1),
+    ] {
+        write(Path::new(&path(n)), text);
+    }
+    let tls = [
+        ("security.protocol", "ssl"),
+        ("ssl.ca.location", &*path("ca.crt")),
+        ("ssl.certificate.location", &*path("client.crt")),
+        ("ssl.key.location", &*path("client.key")),
+    ];
+    // The broker advertises the TLS front only: every client, ours and inferd's, must speak
+    // TLS with a certificate from the CA to reach it at all.
+    let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let front_port = front.local_addr().unwrap().port();
+    let tansu = Tansu::behind(front_port, &tls);
+    let handshakes = kafka_tls_front(front, &broker_cert, &ca, tansu.port);
+    tansu.create_topics(&["users"], 1).await;
+    let repo = common::repo(&[]);
+    let mut args = vec![
+        "--kafka-brokers".to_owned(),
+        tansu.brokers(),
+        "--kafka-group".into(),
+        "e2e-tls".into(),
+    ];
+    for (k, v) in tls {
+        args.extend(["--kafka-option".into(), format!("{k}={v}")]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let srv = Server::start(repo.path(), &args).await;
+    let c = reqwest::Client::new();
+    let r = c
+        .put(srv.url("/api/feature-views/users"))
+        .json(&json!({"entities": ["user_id"], "ttl": "1h",
+            "features": [{"name": "n", "type": "int64"}],
+            "source": {"topic": "users", "timestamp_field": "ts"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    produce(
+        &tansu.producer(),
+        "users",
+        "u1",
+        json!({"user_id": "u1", "ts": ts, "n": 42})
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+    let read = json!({"features": ["users:n"], "entities": {"user_id": ["u1"]}});
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, r) = srv.post("/api/features/get-online-features", &read).await;
+        if s == 200 && r["results"][1]["values"] == json!([42]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the event never arrived through the TLS front: {r}\n{}",
+            srv.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Ours (admin, producer) and inferd's (consumer, dead-letter producer) connections.
+    assert!(handshakes.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+    // A property inferd sets itself is refused with the flag to use instead.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_inferd"))
+        .args(["serve", "--no-auth", "--kafka-option", "group.id=x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--kafka-group"), "{err}");
+}

@@ -234,10 +234,11 @@ impl Experiments for ExperimentsService {
         &self,
         r: Request<pb::PutExperimentRequest>,
     ) -> Reply<pb::ExperimentResults> {
-        let r = r.into_inner();
+        let (_, ext, r) = r.into_parts();
         let s = spec(r.spec.ok_or_else(|| {
             Status::invalid_argument("spec is missing: give the experiment's configuration")
         })?)?;
+        ab::check_reach(&self.state, ext.get(), &r.name, Some(&s))?;
         ab::put(&self.state, &r.name, s).await?;
         let exp = self
             .state
@@ -251,23 +252,26 @@ impl Experiments for ExperimentsService {
         &self,
         r: Request<pb::GetExperimentRequest>,
     ) -> Reply<pb::ExperimentResults> {
+        let (_, ext, r) = r.into_parts();
+        ab::check_reach(&self.state, ext.get(), &r.name, None)?;
         let exp = self
             .state
             .experiments
-            .get(&r.into_inner().name)
+            .get(&r.name)
             .map_err(ApiError::from)?;
         Ok(Response::new(results(exp.results())))
     }
 
     async fn list_experiments(
         &self,
-        _: Request<pb::ListExperimentsRequest>,
+        r: Request<pb::ListExperimentsRequest>,
     ) -> Reply<pb::ListExperimentsResponse> {
         let experiments = self
             .state
             .experiments
             .list()
             .iter()
+            .filter(|e| ab::within(r.extensions().get(), e.models()))
             .map(|e| results(e.results()))
             .collect();
         Ok(Response::new(pb::ListExperimentsResponse { experiments }))
@@ -277,16 +281,19 @@ impl Experiments for ExperimentsService {
         &self,
         r: Request<pb::StopExperimentRequest>,
     ) -> Reply<pb::ExperimentResults> {
+        let (_, ext, r) = r.into_parts();
+        ab::check_reach(&self.state, ext.get(), &r.name, None)?;
         let exp = self
             .state
             .experiments
-            .stop(&r.into_inner().name, "stopped through the API")
+            .stop(&r.name, "stopped through the API")
             .map_err(ApiError::from)?;
         Ok(Response::new(results(exp.results())))
     }
 
     async fn set_weights(&self, r: Request<pb::SetWeightsRequest>) -> Reply<pb::ExperimentResults> {
-        let r = r.into_inner();
+        let (_, ext, r) = r.into_parts();
+        ab::check_reach(&self.state, ext.get(), &r.name, None)?;
         let weights: BTreeMap<String, f64> = r.weights.into_iter().collect();
         let exps = &self.state.experiments;
         exps.set_weights(&r.name, &weights)
@@ -299,7 +306,8 @@ impl Experiments for ExperimentsService {
         &self,
         r: Request<pb::PromoteArmRequest>,
     ) -> Reply<pb::PromoteArmResponse> {
-        let r = r.into_inner();
+        let (_, ext, r) = r.into_parts();
+        ab::check_reach(&self.state, ext.get(), &r.name, None)?;
         let p = ab::promote(&self.state, &r.name, &r.arm).await?;
         Ok(Response::new(pb::PromoteArmResponse {
             experiment: p.experiment,
@@ -314,9 +322,11 @@ impl Experiments for ExperimentsService {
         &self,
         r: Request<pb::DeleteExperimentRequest>,
     ) -> Reply<pb::DeleteExperimentResponse> {
+        let (_, ext, r) = r.into_parts();
+        ab::check_reach(&self.state, ext.get(), &r.name, None)?;
         self.state
             .experiments
-            .delete(&r.into_inner().name)
+            .delete(&r.name)
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::DeleteExperimentResponse {}))
     }
@@ -325,7 +335,8 @@ impl Experiments for ExperimentsService {
         &self,
         r: Request<pb::SendFeedbackRequest>,
     ) -> Reply<pb::SendFeedbackResponse> {
-        let items = r.into_inner().feedback;
+        let (_, ext, r) = r.into_parts();
+        let items = r.feedback;
         let mut feedback = Vec::with_capacity(items.len());
         for (i, f) in items.into_iter().enumerate() {
             let truth = match f.truth_json.as_str() {
@@ -344,7 +355,7 @@ impl Experiments for ExperimentsService {
             });
         }
         Ok(Response::new(report(
-            crate::drift::feedback(&self.state, &feedback).await?,
+            crate::drift::feedback(&self.state, ext.get(), &feedback).await?,
         )))
     }
 }

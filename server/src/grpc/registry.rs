@@ -100,6 +100,7 @@ type Reply<T> = Result<Response<T>, Status>;
 impl RegistryService {
     async fn upload(
         &self,
+        ext: &tonic::Extensions,
         mut stream: Streaming<pb::UploadVersionRequest>,
     ) -> ApiResult<pb::ModelVersion> {
         use pb::upload_version_request::Part;
@@ -119,6 +120,11 @@ impl RegistryService {
                 ));
             }
         };
+        // The header is the stream's first message: nothing of the artifact has been read.
+        if let Some(p) = ext.get::<auth::Principal>() {
+            p.may_reach(Kind::Model, &header.name)
+                .map_err(ApiError::Forbidden)?;
+        }
         let mut upload = uploads::begin(&self.state, &header.name).await?;
         let chunks = stream.map(|m| match m {
             Ok(pb::UploadVersionRequest {
@@ -146,7 +152,8 @@ impl ModelRegistry for RegistryService {
         &self,
         r: Request<Streaming<pb::UploadVersionRequest>>,
     ) -> Reply<pb::ModelVersion> {
-        Ok(Response::new(self.upload(r.into_inner()).await?))
+        let (_, ext, stream) = r.into_parts();
+        Ok(Response::new(self.upload(&ext, stream).await?))
     }
 
     async fn list_models(

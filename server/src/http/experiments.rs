@@ -9,17 +9,23 @@ use ::experiments::{Experiment, Feedback};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{Extensions, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::v2::read_body;
 use crate::ab;
+use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 type AppStateRef = State<Arc<AppState>>;
+
+/// The handlers' principal when it is restricted (the access layer sets it only then).
+fn principal(ext: &Extensions) -> Option<&Principal> {
+    ext.get::<Principal>()
+}
 
 /// One line of the experiment list.
 #[derive(Serialize)]
@@ -61,29 +67,36 @@ fn summary(e: &Experiment) -> Summary {
     }
 }
 
-pub async fn list(State(s): AppStateRef, ext: axum::http::Extensions) -> Json<Value> {
+pub async fn list(State(s): AppStateRef, ext: Extensions) -> Json<Value> {
     let list: Vec<Summary> = s
         .experiments
         .list()
         .iter()
-        .filter(|e| crate::auth::visible(&ext, crate::auth::Kind::Model, &e.model()))
+        .filter(|e| ab::within(principal(&ext), e.models()))
         .map(|e| summary(e))
         .collect();
     Json(json!({ "experiments": list }))
 }
 
-pub async fn get(State(s): AppStateRef, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(
+    State(s): AppStateRef,
+    ext: Extensions,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    ab::check_reach(&s, principal(&ext), &name, None)?;
     Ok(Json(json!(s.experiments.get(&name)?.results())))
 }
 
 /// Creates (201) or changes (200) an experiment; answers with its results.
 pub async fn put(
     State(s): AppStateRef,
+    ext: Extensions,
     Path(name): Path<String>,
     body: Body,
 ) -> ApiResult<Response> {
     let body = read_body(body, s.max_request_bytes).await?;
     let spec = ExperimentSpec::from_json(&body)?;
+    ab::check_reach(&s, principal(&ext), &name, Some(&spec))?;
     let created = ab::put(&s, &name, spec).await?;
     let status = if created {
         StatusCode::CREATED
@@ -93,12 +106,22 @@ pub async fn put(
     Ok((status, Json(json!(s.experiments.get(&name)?.results()))).into_response())
 }
 
-pub async fn delete(State(s): AppStateRef, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn delete(
+    State(s): AppStateRef,
+    ext: Extensions,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    ab::check_reach(&s, principal(&ext), &name, None)?;
     s.experiments.delete(&name)?;
     Ok(Json(json!({})))
 }
 
-pub async fn stop(State(s): AppStateRef, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn stop(
+    State(s): AppStateRef,
+    ext: Extensions,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    ab::check_reach(&s, principal(&ext), &name, None)?;
     let exp = s.experiments.stop(&name, "stopped through the API")?;
     Ok(Json(json!(exp.results())))
 }
@@ -112,9 +135,11 @@ struct WeightsBody {
 /// `{"weights": {"arm": 60, ...}}`: arms not named keep their weight.
 pub async fn weights(
     State(s): AppStateRef,
+    ext: Extensions,
     Path(name): Path<String>,
     body: Body,
 ) -> ApiResult<Json<Value>> {
+    ab::check_reach(&s, principal(&ext), &name, None)?;
     let body = read_body(body, s.max_request_bytes).await?;
     let w: WeightsBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
@@ -133,9 +158,11 @@ struct PromoteBody {
 
 pub async fn promote(
     State(s): AppStateRef,
+    ext: Extensions,
     Path(name): Path<String>,
     body: Body,
 ) -> ApiResult<Json<Value>> {
+    ab::check_reach(&s, principal(&ext), &name, None)?;
     let body = read_body(body, s.max_request_bytes).await?;
     let p: PromoteBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("expected {{\"arm\": \"<arm name>\"}}: {e}")))?;
@@ -153,7 +180,11 @@ enum FeedbackBody {
 /// "unit": "user-7", "reward": 0}, {"id": "...", "truth": 2}, ...]}` (or the bare array).
 /// Each item stands alone; the answer counts the rewards accepted and the truths labelled,
 /// and says why each other item was not.
-pub async fn feedback(State(s): AppStateRef, body: Body) -> ApiResult<Json<Value>> {
+pub async fn feedback(
+    State(s): AppStateRef,
+    ext: Extensions,
+    body: Body,
+) -> ApiResult<Json<Value>> {
     let body = read_body(body, s.max_request_bytes).await?;
     let items = match serde_json::from_slice::<FeedbackBody>(&body) {
         Ok(FeedbackBody::Wrapped { feedback } | FeedbackBody::Bare(feedback)) => feedback,
@@ -172,5 +203,7 @@ pub async fn feedback(State(s): AppStateRef, body: Body) -> ApiResult<Json<Value
             )));
         }
     };
-    Ok(Json(json!(crate::drift::feedback(&s, &items).await?)))
+    Ok(Json(json!(
+        crate::drift::feedback(&s, principal(&ext), &items).await?
+    )))
 }

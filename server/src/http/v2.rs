@@ -166,7 +166,12 @@ pub async fn config_version(
     ))))
 }
 
-fn stats(s: &AppState, model: Option<&str>, version: Option<&str>) -> ApiResult<Json<Value>> {
+fn stats(
+    s: &AppState,
+    model: Option<&str>,
+    version: Option<&str>,
+    ext: Option<&axum::http::Extensions>,
+) -> ApiResult<Json<Value>> {
     let versions: Vec<Arc<ServedVersion>> = match (model, version) {
         (None, _) => s.repo.ready_versions(),
         (Some(m), None) => s.repo.model(m)?.ready().cloned().collect(),
@@ -174,24 +179,31 @@ fn stats(s: &AppState, model: Option<&str>, version: Option<&str>) -> ApiResult<
     };
     let stats: Vec<Value> = versions
         .iter()
+        .filter(|v| {
+            ext.is_none_or(|ext| crate::auth::visible(ext, crate::auth::Kind::Model, &v.model))
+        })
         .map(|v| triton::model_statistics_json(&triton::model_statistics(v)))
         .collect();
     Ok(Json(json!({ "model_stats": stats })))
 }
 
-pub async fn stats_all(State(s): AppStateRef) -> ApiResult<Json<Value>> {
-    stats(&s, None, None)
+/// Every ready version's statistics, those of the models the principal may see.
+pub async fn stats_all(
+    State(s): AppStateRef,
+    ext: axum::http::Extensions,
+) -> ApiResult<Json<Value>> {
+    stats(&s, None, None, Some(&ext))
 }
 
 pub async fn stats_model(State(s): AppStateRef, Path(m): Path<String>) -> ApiResult<Json<Value>> {
-    stats(&s, Some(&m), None)
+    stats(&s, Some(&m), None, None)
 }
 
 pub async fn stats_version(
     State(s): AppStateRef,
     Path((m, v)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    stats(&s, Some(&m), Some(&v))
+    stats(&s, Some(&m), Some(&v), None)
 }
 
 /// Parses an optional JSON object body (empty = `{}`).
