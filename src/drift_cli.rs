@@ -41,7 +41,7 @@ enum DriftCommand {
     },
     /// Run a monitor fed from the Kafka topic replicas publish to (--drift-kafka-topic), so
     /// one monitor sees the whole fleet. It serves the same /api/drift routes and /metrics.
-    Watch(WatchArgs),
+    Watch(Box<WatchArgs>),
 }
 
 #[derive(Args)]
@@ -70,6 +70,12 @@ struct WatchArgs {
     /// loopback.
     #[arg(long, env = "INFERD_API_KEYS")]
     api_keys: Option<PathBuf>,
+    /// Bearer JWTs, as on the server (--jwks FILE or URL, --jwt-issuer, --jwt-audience, ...).
+    #[command(flatten)]
+    jwt: server::config::JwtArgs,
+    /// TLS (and mTLS) on --listen, as on the server (--tls-cert, --tls-key, --tls-client-ca).
+    #[command(flatten)]
+    tls: server::config::TlsArgs,
 }
 
 pub async fn run(args: DriftArgs) -> anyhow::Result<()> {
@@ -143,7 +149,7 @@ pub async fn run(args: DriftArgs) -> anyhow::Result<()> {
                 print_status(&r);
             }
         }
-        DriftCommand::Watch(w) => return watch(w).await,
+        DriftCommand::Watch(w) => return watch(*w).await,
     }
     Ok(())
 }
@@ -278,13 +284,17 @@ async fn watch(w: WatchArgs) -> anyhow::Result<()> {
     // the router resolved; unknown paths authenticate before their 404.
     let auth = Arc::new(server::auth::Auth::open(
         w.api_keys.as_deref(),
-        None,
+        w.jwt.config(),
         false,
     )?);
     if auth.enabled() {
         auth.watch();
     } else if !w.listen.ip().is_loopback() {
-        tracing::warn!(listen = %w.listen, "drift watch WITHOUT KEYS on a non-loopback address: anyone who reaches it can change the monitors; give --api-keys");
+        tracing::warn!(listen = %w.listen, "drift watch WITHOUT AUTHENTICATION on a non-loopback address: anyone who reaches it can change the monitors; give --api-keys or --jwks");
+    }
+    let tls = w.tls.files()?.map(server::tls::Tls::open).transpose()?;
+    if let Some(t) = &tls {
+        t.watch();
     }
     let app = server::auth::protect(
         server::http::drift::router(Arc::clone(&monitors), 64 << 20),
@@ -295,8 +305,17 @@ async fn watch(w: WatchArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(w.listen)
         .await
         .with_context(|| format!("cannot listen on {}", w.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, topic = %w.topic, "drift watch: consuming");
-    let http = tokio::spawn(async move { axum::serve(listener, app).await });
+    tracing::info!(listen = %listener.local_addr()?, topic = %w.topic, tls = tls.is_some(), "drift watch: consuming");
+    // The server's listener: TLS handshakes off the accept loop, header timeouts and limits.
+    let limits = server::listen::Limits::default();
+    let conns =
+        server::listen::incoming(listener, tls.map(|t| (t, server::tls::Alpn::Http1)), limits);
+    let http = tokio::spawn(server::listen::serve_http(
+        conns,
+        app,
+        limits,
+        std::future::pending(),
+    ));
     let r = server::drift::watch(
         monitors,
         &w.kafka_brokers,

@@ -137,6 +137,48 @@ pub struct ServeArgs {
     /// makes an entry. Default: none (no authentication).
     #[arg(long, env = "INFERD_API_KEYS")]
     pub api_keys: Option<PathBuf>,
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+    /// The metrics port asks for an API key too (any scope). Default: open.
+    #[arg(long, env = "INFERD_AUTH_METRICS")]
+    pub auth_metrics: bool,
+    /// Append the audit log (every refused request and every change, with its principal)
+    /// to this file, one JSON object per line. Default: the `audit` log target only.
+    #[arg(long, env = "INFERD_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+    /// Serve without authentication: anyone who reaches the ports may do anything. Needed
+    /// when no --api-keys is given; the server then listens on 127.0.0.1 unless --host says
+    /// otherwise.
+    #[arg(long, env = "INFERD_NO_AUTH")]
+    pub no_auth: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Seconds a client has to finish its TLS handshake and to send a request's headers
+    /// (an idle keep-alive connection is closed after it too). Default: 30.
+    #[arg(long, env = "INFERD_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
+    /// Largest request line and headers (HTTP, 431 past it), or header list (gRPC), in
+    /// bytes. Default: 16 KiB (an OIDC provider's token is 1–2 KiB).
+    #[arg(long, env = "INFERD_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// For a rediss:// --feature-store: the CA (PEM) to trust instead of the system's.
+    #[arg(long, env = "INFERD_REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<PathBuf>,
+    /// For a Redis that asks for client certificates: this one (PEM), with --redis-client-key.
+    #[arg(long, env = "INFERD_REDIS_CLIENT_CERT")]
+    pub redis_client_cert: Option<PathBuf>,
+    #[arg(long, env = "INFERD_REDIS_CLIENT_KEY")]
+    pub redis_client_key: Option<PathBuf>,
+    /// Requests one principal (key, token subject, certificate; every caller when
+    /// unauthenticated) may have in flight; past it, 429 with Retry-After /
+    /// RESOURCE_EXHAUSTED. 0: unlimited. Default: 512.
+    #[arg(long, env = "INFERD_MAX_CONCURRENT_PER_PRINCIPAL")]
+    pub max_concurrent_per_principal: Option<usize>,
+}
+
+/// Bearer JWTs (the server's and `inferd drift watch`'s flags alike).
+#[derive(Debug, Clone, Default, Args)]
+pub struct JwtArgs {
     /// A JWKS file (as an OIDC provider serves it at its `jwks_uri`; re-read when it
     /// changes), or the provider's `jwks_uri` itself (https://...; fetched at start, every
     /// --jwks-refresh-secs, and when a token names an unknown key id): bearer JWTs signed by
@@ -164,18 +206,48 @@ pub struct ServeArgs {
     /// unknown key id. Default: 10.
     #[arg(long, env = "INFERD_JWKS_MIN_REFRESH_SECS")]
     pub jwks_min_refresh_secs: Option<u64>,
-    /// The metrics port asks for an API key too (any scope). Default: open.
-    #[arg(long, env = "INFERD_AUTH_METRICS")]
-    pub auth_metrics: bool,
-    /// Append the audit log (every refused request and every change, with its principal)
-    /// to this file, one JSON object per line. Default: the `audit` log target only.
-    #[arg(long, env = "INFERD_AUDIT_LOG")]
-    pub audit_log: Option<PathBuf>,
-    /// Serve without authentication: anyone who reaches the ports may do anything. Needed
-    /// when no --api-keys is given; the server then listens on 127.0.0.1 unless --host says
-    /// otherwise.
-    #[arg(long, env = "INFERD_NO_AUTH")]
-    pub no_auth: bool,
+}
+
+impl JwtArgs {
+    /// Each flag, else `file`'s.
+    fn or(self, file: JwtArgs) -> JwtArgs {
+        JwtArgs {
+            jwks: self.jwks.or(file.jwks),
+            jwt_issuer: self.jwt_issuer.or(file.jwt_issuer),
+            jwt_audience: self.jwt_audience.or(file.jwt_audience),
+            jwt_scope_claim: self.jwt_scope_claim.or(file.jwt_scope_claim),
+            jwt_leeway_secs: self.jwt_leeway_secs.or(file.jwt_leeway_secs),
+            jwks_refresh_secs: self.jwks_refresh_secs.or(file.jwks_refresh_secs),
+            jwks_min_refresh_secs: self.jwks_min_refresh_secs.or(file.jwks_min_refresh_secs),
+        }
+    }
+
+    /// `None` without --jwks; the defaults filled in.
+    pub fn config(self) -> Option<crate::auth::JwtConfig> {
+        let jwks = self.jwks?;
+        let s = jwks.to_string_lossy();
+        let jwks = if s.starts_with("https://") || s.starts_with("http://") {
+            crate::auth::JwksSource::Url {
+                url: s.into_owned(),
+                refresh_secs: self.jwks_refresh_secs.unwrap_or(300),
+                min_refresh_secs: self.jwks_min_refresh_secs.unwrap_or(10),
+            }
+        } else {
+            crate::auth::JwksSource::File(jwks)
+        };
+        Some(crate::auth::JwtConfig {
+            jwks,
+            issuer: self.jwt_issuer,
+            audience: self.jwt_audience,
+            scope_claim: self.jwt_scope_claim.unwrap_or_else(|| "scope".into()),
+            leeway_secs: self.jwt_leeway_secs.unwrap_or(30),
+        })
+    }
+}
+
+/// TLS on the listening ports (the server's and `inferd drift watch`'s flags alike).
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
     /// TLS certificate chain (PEM, leaf first) for every port — REST, gRPC, metrics; re-read
     /// when it changes, without a restart. Needs --tls-key. Default: plain TCP.
     #[arg(long, env = "INFERD_TLS_CERT")]
@@ -192,27 +264,44 @@ pub struct ServeArgs {
     /// with a key or token). Default: a certificate is required.
     #[arg(long, env = "INFERD_TLS_CLIENT_CERT_OPTIONAL")]
     pub tls_client_cert_optional: bool,
-    /// Seconds a client has to finish its TLS handshake and to send a request's headers
-    /// (an idle keep-alive connection is closed after it too). Default: 30.
-    #[arg(long, env = "INFERD_HEADER_TIMEOUT_SECS")]
-    pub header_timeout_secs: Option<u64>,
-    /// Largest request line and headers (HTTP, 431 past it), or header list (gRPC), in
-    /// bytes. Default: 16 KiB (an OIDC provider's token is 1–2 KiB).
-    #[arg(long, env = "INFERD_MAX_HEADER_BYTES")]
-    pub max_header_bytes: Option<usize>,
-    /// For a rediss:// --feature-store: the CA (PEM) to trust instead of the system's.
-    #[arg(long, env = "INFERD_REDIS_CA_CERT")]
-    pub redis_ca_cert: Option<PathBuf>,
-    /// For a Redis that asks for client certificates: this one (PEM), with --redis-client-key.
-    #[arg(long, env = "INFERD_REDIS_CLIENT_CERT")]
-    pub redis_client_cert: Option<PathBuf>,
-    #[arg(long, env = "INFERD_REDIS_CLIENT_KEY")]
-    pub redis_client_key: Option<PathBuf>,
-    /// Requests one principal (key, token subject, certificate; every caller when
-    /// unauthenticated) may have in flight; past it, 429 with Retry-After /
-    /// RESOURCE_EXHAUSTED. 0: unlimited. Default: 512.
-    #[arg(long, env = "INFERD_MAX_CONCURRENT_PER_PRINCIPAL")]
-    pub max_concurrent_per_principal: Option<usize>,
+}
+
+impl TlsArgs {
+    /// Each flag, else `file`'s.
+    fn or(self, file: TlsArgs) -> TlsArgs {
+        TlsArgs {
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            tls_client_ca: self.tls_client_ca.or(file.tls_client_ca),
+            tls_client_cert_optional: self.tls_client_cert_optional
+                || file.tls_client_cert_optional,
+        }
+    }
+
+    /// `None` without --tls-cert; the combinations that make no sense refused.
+    pub fn files(self) -> anyhow::Result<Option<crate::tls::TlsFiles>> {
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                cert,
+                key,
+                client_ca: self.tls_client_ca,
+                client_cert_optional: self.tls_client_cert_optional,
+            }),
+            (None, None) => {
+                anyhow::ensure!(
+                    self.tls_client_ca.is_none(),
+                    "--tls-client-ca needs TLS: give --tls-cert and --tls-key too"
+                );
+                None
+            }
+            _ => anyhow::bail!("TLS needs both --tls-cert and --tls-key"),
+        };
+        anyhow::ensure!(
+            !self.tls_client_cert_optional || tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+            "--tls-client-cert-optional needs --tls-client-ca"
+        );
+        Ok(tls)
+    }
 }
 
 /// The config file's keys: the same names as the flags, in snake_case.
@@ -344,62 +433,28 @@ impl Config {
             .or(file.kafka_brokers)
             .filter(|b| !b.trim().is_empty());
         let api_keys = args.api_keys.or(file.api_keys);
-        let (refresh_secs, min_refresh_secs) = (
-            args.jwks_refresh_secs
-                .or(file.jwks_refresh_secs)
-                .unwrap_or(300),
-            args.jwks_min_refresh_secs
-                .or(file.jwks_min_refresh_secs)
-                .unwrap_or(10),
-        );
-        let jwt = args.jwks.or(file.jwks).map(|jwks| crate::auth::JwtConfig {
-            jwks: {
-                let s = jwks.to_string_lossy();
-                if s.starts_with("https://") || s.starts_with("http://") {
-                    crate::auth::JwksSource::Url {
-                        url: s.into_owned(),
-                        refresh_secs,
-                        min_refresh_secs,
-                    }
-                } else {
-                    crate::auth::JwksSource::File(jwks)
-                }
-            },
-            issuer: args.jwt_issuer.or(file.jwt_issuer),
-            audience: args.jwt_audience.or(file.jwt_audience),
-            scope_claim: args
-                .jwt_scope_claim
-                .or(file.jwt_scope_claim)
-                .unwrap_or_else(|| "scope".into()),
-            leeway_secs: args.jwt_leeway_secs.or(file.jwt_leeway_secs).unwrap_or(30),
-        });
+        let jwt = args
+            .jwt
+            .or(JwtArgs {
+                jwks: file.jwks,
+                jwt_issuer: file.jwt_issuer,
+                jwt_audience: file.jwt_audience,
+                jwt_scope_claim: file.jwt_scope_claim,
+                jwt_leeway_secs: file.jwt_leeway_secs,
+                jwks_refresh_secs: file.jwks_refresh_secs,
+                jwks_min_refresh_secs: file.jwks_min_refresh_secs,
+            })
+            .config();
         let no_auth = args.no_auth || file.no_auth.unwrap_or(false);
-        let tls_client_ca = args.tls_client_ca.or(file.tls_client_ca);
-        let tls_client_cert_optional =
-            args.tls_client_cert_optional || file.tls_client_cert_optional.unwrap_or(false);
-        let tls = match (
-            args.tls_cert.or(file.tls_cert),
-            args.tls_key.or(file.tls_key),
-        ) {
-            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
-                cert,
-                key,
-                client_ca: tls_client_ca,
-                client_cert_optional: tls_client_cert_optional,
-            }),
-            (None, None) => {
-                anyhow::ensure!(
-                    tls_client_ca.is_none(),
-                    "--tls-client-ca needs TLS: give --tls-cert and --tls-key too"
-                );
-                None
-            }
-            _ => anyhow::bail!("TLS needs both --tls-cert and --tls-key"),
-        };
-        anyhow::ensure!(
-            !tls_client_cert_optional || tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
-            "--tls-client-cert-optional needs --tls-client-ca"
-        );
+        let tls = args
+            .tls
+            .or(TlsArgs {
+                tls_cert: file.tls_cert,
+                tls_key: file.tls_key,
+                tls_client_ca: file.tls_client_ca,
+                tls_client_cert_optional: file.tls_client_cert_optional.unwrap_or(false),
+            })
+            .files()?;
         let header_timeout = std::time::Duration::from_secs(
             args.header_timeout_secs
                 .or(file.header_timeout_secs)

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -530,4 +530,85 @@ async fn a_jwks_url_is_fetched_refetched_for_a_new_key_id_and_rate_limited() {
         );
     }
     assert_eq!(get(ec).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_watch_takes_tokens_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = keys(dir.path());
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, k.jwks.to_string()).unwrap();
+    let ca = crate::tls::ca("watch test CA");
+    let (cert, key) = crate::tls::server_cert(&ca);
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    let port = common::free_port();
+    let log = dir.path().join("watch.log");
+    // No broker needs to answer: the routes serve while the consumer waits for one.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inferd"))
+        .args(["drift", "watch", "--kafka-brokers", "127.0.0.1:1"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--jwks")
+        .arg(&jwks)
+        .args(["--jwt-issuer", ISS, "--jwt-audience", AUD])
+        .arg("--tls-cert")
+        .arg(&cert_path)
+        .arg("--tls-key")
+        .arg(&key_path)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let c = crate::tls::https_client(&ca, None);
+    let url = format!("https://localhost:{port}/api/drift");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let unauthenticated = loop {
+        if let Ok(r) = c.get(&url).send().await {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "drift watch did not start:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(unauthenticated.status(), 401);
+    let reader = sign(
+        Algorithm::RS256,
+        "rsa-1",
+        &k.rsa,
+        &claims("infer", json!({})),
+    );
+    let r = c.get(&url).bearer_auth(&reader).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    // A change needs admin: the reader's token is refused, an admin's is taken.
+    let put = format!("https://localhost:{port}/api/drift/mlp");
+    let r = c
+        .put(&put)
+        .bearer_auth(&reader)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let admin = sign(Algorithm::ES256, "ec-1", &k.ec, &claims("admin", json!({})));
+    let r = c
+        .put(&put)
+        .bearer_auth(&admin)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    // Plain HTTP gets no answer from a TLS port.
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{port}/api/drift"))
+            .await
+            .is_err()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -22,12 +22,12 @@ use crate::common::{self, Server};
 const READER: &str = "tls-reader-secret";
 
 /// A test certificate authority.
-struct Ca {
+pub(crate) struct Ca {
     pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
-fn ca(name: &str) -> Ca {
+pub(crate) fn ca(name: &str) -> Ca {
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.distinguished_name.push(DnType::CommonName, name);
@@ -55,7 +55,7 @@ fn leaf(ca: &Ca, cn: &str, sans: Vec<SanType>, usage: ExtendedKeyUsagePurpose) -
     (cert.pem(), key.serialize_pem())
 }
 
-fn server_cert(ca: &Ca) -> (String, String) {
+pub(crate) fn server_cert(ca: &Ca) -> (String, String) {
     leaf(
         ca,
         "inferd test server",
@@ -84,7 +84,7 @@ fn write(path: &Path, text: &str) {
 }
 
 /// A client that trusts `ca` only (no system roots), optionally presenting a certificate.
-fn https_client(ca: &Ca, identity: Option<&(String, String)>) -> reqwest::Client {
+pub(crate) fn https_client(ca: &Ca, identity: Option<&(String, String)>) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap());
