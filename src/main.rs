@@ -33,6 +33,9 @@ enum Command {
     Drift(drift_cli::DriftArgs),
     /// API keys: `hash NAME SCOPE` makes one for --api-keys; `create`, `list`, `revoke` on a server.
     Keys(keys_cli::KeysArgs),
+    /// Exit 0 when the server is ready (GET /v2/health/ready), 1 otherwise: a container's
+    /// health check.
+    Health(cli::HealthArgs),
 }
 
 /// Pins glibc's mmap and trim thresholds at their initial defaults (128 KiB).
@@ -84,6 +87,11 @@ fn main() -> std::process::ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(drift_cli::run(args))),
         Command::Keys(args) => keys_cli::run(args),
+        Command::Health(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(cli::health(args))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

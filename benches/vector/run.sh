@@ -9,7 +9,7 @@
 #   BENCH_SETS=synthetic benches/vector/run.sh
 #   # BENCH_N, BENCH_Q, BENCH_M, BENCH_EFC change the set-up
 #
-# hnswlib and faiss-cpu come from PyPI into their own venv (~/.cache/inferd/bench-venv), so the
+# hnswlib and faiss-cpu come from the Python registry into their own venv (~/.cache/inferd/bench-venv), so the
 # project's test venv stays as it is. About 5 minutes per set on 2 cores, plus ~5 minutes the
 # first time to embed the Debian descriptions (cached after).
 set -euo pipefail

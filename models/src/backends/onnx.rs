@@ -2,7 +2,7 @@
 //!
 //! The library is found, in order, at `--onnxruntime-lib` (`INFERD_ONNXRUNTIME_LIB`),
 //! `ORT_DYLIB_PATH`, or in the venv `scripts/setup.sh` installs under `~/.cache/inferd` (the
-//! `onnxruntime` PyPI wheel ships `libonnxruntime.so`). Its version must provide ONNX Runtime
+//! `onnxruntime` wheel from the Python registry ships `libonnxruntime.so`). Its version must provide ONNX Runtime
 //! API level [`ort::MINOR_VERSION`] or newer.
 //!
 //! A model's signature comes from the graph itself (names, element types, dimensions with -1
@@ -107,7 +107,7 @@ fn find_in_venv(venv: &Path) -> Option<PathBuf> {
 fn missing(why: &str) -> Error {
     Error::Runtime(format!(
         "the ONNX Runtime shared library was not found ({why}). Run scripts/setup.sh (it installs \
-         onnxruntime=={EXPECTED_ORT_VERSION} from PyPI under ~/.cache/inferd), or `pip install \
+         onnxruntime=={EXPECTED_ORT_VERSION} from the Python registry under ~/.cache/inferd), or `pip install \
          onnxruntime=={EXPECTED_ORT_VERSION}` and pass --onnxruntime-lib / set ORT_DYLIB_PATH to its \
          onnxruntime/capi/libonnxruntime.so.{EXPECTED_ORT_VERSION}"
     ))
