@@ -8,6 +8,7 @@ mod bad_input;
 mod batching;
 mod collections;
 mod common;
+mod deploy;
 mod drift;
 mod embeddings;
 mod experiments;
