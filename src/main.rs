@@ -17,8 +17,18 @@ use tracing_subscriber::EnvFilter;
     about = "Low-latency ML inference server (KServe V2 / Triton-compatible REST and gRPC)"
 )]
 struct Cli {
+    /// Log lines as text, or as one JSON object each (for a log pipeline). The level and
+    /// targets come from INFERD_LOG (default `info`).
+    #[arg(long, global = true, env = "INFERD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -57,13 +67,21 @@ fn pin_malloc_thresholds() {
 
 fn main() -> std::process::ExitCode {
     pin_malloc_thresholds();
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("INFERD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        // Flattened: an event's fields beside its level, target and timestamp.
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
     let result = match cli.command {
         Command::Serve(args) => server::config::Config::resolve(*args).and_then(|cfg| {
             tokio::runtime::Builder::new_multi_thread()

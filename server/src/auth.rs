@@ -1475,6 +1475,10 @@ pub async fn http_layer(State(auth): State<Arc<Auth>>, req: Request, next: Next)
     match auth.admit(need, Credentials::of(req.headers(), req.extensions())) {
         Ok((p, _permit)) => {
             let mut req = req;
+            crate::access::Slot::principal(
+                req.extensions().get(),
+                p.as_ref().map_or(ANONYMOUS, |p| p.name.as_str()),
+            );
             if let Some(p) = p.as_ref().filter(|p| !p.reach.unrestricted()) {
                 if let Err(d) = within_reach(p, route, &mut req).await {
                     auth.audit.record(event(
@@ -1870,6 +1874,10 @@ where
             .admit(need, Credentials::of(req.headers(), req.extensions()))
         {
             Ok((p, permit)) => {
+                crate::access::Slot::principal(
+                    req.extensions().get(),
+                    p.as_ref().map_or(ANONYMOUS, |p| p.name.as_str()),
+                );
                 // A restricted principal: gRPC messages carry their targets, which this
                 // layer does not decode. The methods whose handlers check the target
                 // ([`grpc_reach`]) or name none are open to it; the rest are refused.

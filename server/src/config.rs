@@ -35,6 +35,7 @@
 //! jwt_issuer = "https://idp.example/realms/ml" # required iss; jwt_audience: required aud
 //! jwt_scope_claim = "scope"          # or e.g. "realm_access.roles" (Keycloak)
 //! audit_log = "/var/log/inferd/audit.jsonl" # refusals and changes, one JSON object a line
+//! access_log = false                 # a log line per request (target `access`)
 //! no_auth = false                    # serve without authentication (on 127.0.0.1 by default)
 //! tls_cert = "/etc/inferd/tls/server.crt" # TLS on every port (PEM chain; re-read on change)
 //! tls_key = "/etc/inferd/tls/server.key"
@@ -146,6 +147,11 @@ pub struct ServeArgs {
     /// to this file, one JSON object per line. Default: the `audit` log target only.
     #[arg(long, env = "INFERD_AUDIT_LOG")]
     pub audit_log: Option<PathBuf>,
+    /// Log one line per request (target `access`): transport, method, route, status,
+    /// latency, principal, request id; for inferences model, version, arm and batch rows.
+    /// Default: off.
+    #[arg(long, env = "INFERD_ACCESS_LOG")]
+    pub access_log: bool,
     /// Serve without authentication: anyone who reaches the ports may do anything. Needed
     /// when no --api-keys is given; the server then listens on 127.0.0.1 unless --host says
     /// otherwise.
@@ -339,6 +345,7 @@ struct FileConfig {
     jwks_min_refresh_secs: Option<u64>,
     auth_metrics: Option<bool>,
     audit_log: Option<PathBuf>,
+    access_log: Option<bool>,
     no_auth: Option<bool>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -387,6 +394,7 @@ pub struct Config {
     pub jwt: Option<crate::auth::JwtConfig>,
     pub auth_metrics: bool,
     pub audit_log: Option<PathBuf>,
+    pub access_log: bool,
     /// No authentication, on purpose (`--no-auth`).
     pub no_auth: bool,
     /// `None`: plain TCP.
@@ -550,6 +558,7 @@ impl Config {
                 jwt,
                 audit_log: args.audit_log.or(file.audit_log),
                 auth_metrics: args.auth_metrics || file.auth_metrics.unwrap_or(false),
+                access_log: args.access_log || file.access_log.unwrap_or(false),
                 no_auth,
                 tls,
                 limits,

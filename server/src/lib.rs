@@ -32,6 +32,7 @@
 //! [`serve`] starts everything and returns once a shutdown signal has drained the server.
 
 pub mod ab;
+pub mod access;
 pub mod auth;
 pub mod config;
 pub mod drift;
@@ -276,7 +277,10 @@ pub async fn serve(
         ))
         .merge(http::keys::router(Arc::clone(&auth)))
         .merge(http::routes_router());
-    let app = auth::protect(app, &auth);
+    let mut app = auth::protect(app, &auth);
+    if cfg.access_log {
+        app = app.layer(axum::middleware::from_fn(access::http_layer));
+    }
     // TCP_NODELAY on every accepted connection (listen::incoming): without it, a response
     // written in two pieces waits for the client's delayed ACK (~40 ms).
     let http = tokio::spawn(listen::serve_http(
@@ -303,6 +307,9 @@ pub async fn serve(
             // A peer that stops answering pings is dropped.
             .http2_keepalive_interval(Some(Duration::from_secs(60)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .layer(access::GrpcAccessLayer {
+                enabled: cfg.access_log,
+            })
             .layer(auth::GrpcAuthLayer(Arc::clone(&auth)))
             .add_service(grpc::InferenceService::server(Arc::clone(&state)))
             .add_service(grpc::registry::RegistryService::server(Arc::clone(&state)))

@@ -17,6 +17,7 @@ mod fuzz;
 mod grpc;
 mod jwt;
 mod limits;
+mod logs;
 mod overload;
 mod quickstart;
 mod registry;

@@ -50,10 +50,12 @@ impl InferenceService {
         state: &AppState,
         r: pb::ModelInferRequest,
         headers: http::HeaderMap,
+        access: Option<&crate::access::Slot>,
     ) -> Result<(pb::ModelInferResponse, http::HeaderMap), ApiError> {
         let mut req = convert::request(r)?;
         req.headers = headers;
         let resp = infer::infer(state, req).await?;
+        crate::access::Slot::served(access, &resp);
         let metadata = resp.experiment_headers();
         Ok((convert::response(resp), metadata))
     }
@@ -155,8 +157,14 @@ impl GrpcInferenceService for InferenceService {
         r: Request<pb::ModelInferRequest>,
     ) -> Reply<pb::ModelInferResponse> {
         reach(&r, &r.get_ref().model_name)?;
-        let (metadata, _, msg) = r.into_parts();
-        let (resp, metadata) = Self::infer_one(&self.state, msg, metadata.into_headers()).await?;
+        let (metadata, ext, msg) = r.into_parts();
+        let (resp, metadata) = Self::infer_one(
+            &self.state,
+            msg,
+            metadata.into_headers(),
+            ext.get::<crate::access::Slot>(),
+        )
+        .await?;
         Ok(Response::from_parts(
             tonic::metadata::MetadataMap::from_headers(metadata),
             resp,
@@ -203,7 +211,7 @@ impl GrpcInferenceService for InferenceService {
                                     }),
                                 };
                             }
-                            match Self::infer_one(&state, req, headers).await {
+                            match Self::infer_one(&state, req, headers, None).await {
                                 Ok((resp, _)) => pb::ModelStreamInferResponse {
                                     error_message: String::new(),
                                     infer_response: Some(resp),

@@ -120,6 +120,7 @@ async fn do_infer(
     s: Arc<AppState>,
     model: &str,
     version: Option<&str>,
+    access: Option<crate::access::Slot>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -128,6 +129,7 @@ async fn do_infer(
     drop(body);
     req.headers = headers;
     let resp = infer::infer(&s, req).await?;
+    crate::access::Slot::served(access.as_ref(), &resp);
     let mut http = codec::encode_response(&resp, &enc);
     http.headers_mut().extend(resp.experiment_headers());
     Ok(http)
@@ -136,19 +138,21 @@ async fn do_infer(
 pub async fn infer_latest(
     State(s): AppStateRef,
     Path(m): Path<String>,
+    access: Option<axum::Extension<crate::access::Slot>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    do_infer(s, &m, None, headers, body).await
+    do_infer(s, &m, None, access.map(|a| a.0), headers, body).await
 }
 
 pub async fn infer_version(
     State(s): AppStateRef,
     Path((m, v)): Path<(String, String)>,
+    access: Option<axum::Extension<crate::access::Slot>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    do_infer(s, &m, Some(&v), headers, body).await
+    do_infer(s, &m, Some(&v), access.map(|a| a.0), headers, body).await
 }
 
 pub async fn config_latest(State(s): AppStateRef, Path(m): Path<String>) -> ApiResult<Json<Value>> {
