@@ -1542,12 +1542,14 @@ fn target(route: &str) -> Target {
         | "/api/feature-views"
         | "/api/drift"
         | "/api/experiments"
+        | "/v1/models"
         | "/v2/models/stats"
         | "/v2/repository/index" => Target::List,
         _ if under("/v2/models/{m}") || under("/v2/repository/models/{m}") => {
             Target::Path(Kind::Model, "m")
         }
         _ if under("/api/models/{name}") => Target::Path(Kind::Model, "name"),
+        "/v1/models/{model}" => Target::Path(Kind::Model, "model"),
         _ if under("/api/drift/{model}") => Target::Path(Kind::Model, "model"),
         _ if under("/api/collections/{c}") => Target::Path(Kind::Collection, "c"),
         _ if under("/api/feature-views/{name}") => Target::Path(Kind::FeatureView, "name"),

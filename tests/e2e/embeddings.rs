@@ -283,9 +283,14 @@ async fn bad_embedding_requests_are_explained() {
             "truncation is off",
         ),
         (
-            json!({ "model": "minilm", "input": "x", "encoding_format": "base64" }),
+            json!({ "model": "minilm", "input": "x", "encoding_format": "int8" }),
             400,
-            "not supported",
+            "'float' or 'base64'",
+        ),
+        (
+            json!({ "model": "minilm", "input": "x", "dimensions": 64 }),
+            400,
+            "does not support 'dimensions' 64",
         ),
     ];
     for (body, status, msg) in checks {

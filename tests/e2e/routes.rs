@@ -48,7 +48,9 @@ fn rest_need(method: &str, path: &str) -> Option<&'static str> {
             | "/api/collections/{c}"
             | "/api/collections/{c}/points/{id}"
             | "/api/feature-views"
-            | "/api/feature-views/{name}",
+            | "/api/feature-views/{name}"
+            | "/v1/models"
+            | "/v1/models/{model}",
         ) => "infer",
         (
             "POST",

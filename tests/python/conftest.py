@@ -120,19 +120,15 @@ def reference():
     return json.loads(REFERENCE.read_text(encoding="utf-8"))
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
+def launch(model_repository, data_dir, extra=(), auth=("--no-auth",)):
+    """Starts inferd on free ports and waits until it is ready; fails the test otherwise."""
     binary = inferd_binary()
     if not binary.is_file():
         pytest.fail(
             f"inferd binary not found at {binary}: build it (cargo build --release) "
             "or point INFERD_BIN at it"
         )
-    if not MODEL_REPOSITORY.is_dir():
-        pytest.fail(f"{MODEL_REPOSITORY} is missing; run `python tests/fixtures/gen_models.py`")
-
     http_port, grpc_port, metrics_port = free_ports(3)
-    data_dir = tmp_path_factory.mktemp("inferd-data")
     fd, log_name = tempfile.mkstemp(prefix="inferd-", suffix=".log")
     os.close(fd)
     log_path = Path(log_name)
@@ -140,9 +136,9 @@ def server(tmp_path_factory):
     cmd = [
         str(binary),
         "serve",
-        "--no-auth",
+        *auth,
         "--model-repository",
-        str(MODEL_REPOSITORY),
+        str(model_repository),
         "--http-port",
         str(http_port),
         "--grpc-port",
@@ -151,6 +147,7 @@ def server(tmp_path_factory):
         str(metrics_port),
         "--data-dir",
         str(data_dir),
+        *extra,
     ]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -167,7 +164,7 @@ def server(tmp_path_factory):
                 f"command: {' '.join(cmd)}\n--- server output ---\n{log_tail(log_path)}"
             )
         if _http_ready(http_port) and _tcp_open(grpc_port):
-            break
+            return srv
         if time.monotonic() > deadline:
             _stop(proc)
             pytest.fail(
@@ -177,13 +174,22 @@ def server(tmp_path_factory):
             )
         time.sleep(0.1)
 
-    yield srv
 
-    rc = _stop(proc)
+def stop(srv):
+    rc = _stop(srv.process)
     if rc is None:
         warnings.warn(f"inferd did not exit within {SHUTDOWN_TIMEOUT_S} s of SIGTERM; killed it")
     elif rc != 0:
-        warnings.warn(f"inferd exited with status {rc} after SIGTERM (log: {log_path})")
+        warnings.warn(f"inferd exited with status {rc} after SIGTERM (log: {srv.log_path})")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    if not MODEL_REPOSITORY.is_dir():
+        pytest.fail(f"{MODEL_REPOSITORY} is missing; run `python tests/fixtures/gen_models.py`")
+    srv = launch(MODEL_REPOSITORY, tmp_path_factory.mktemp("inferd-data"))
+    yield srv
+    stop(srv)
 
 
 def _stop(proc):

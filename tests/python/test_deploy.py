@@ -7,15 +7,14 @@ pod's config file starts the real binary; the alert rules and the dashboard are 
 import json
 import shutil
 import subprocess
-import time
+import urllib.error
 import urllib.request
-from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
 
-from conftest import ROOT, MODEL_REPOSITORY, free_ports, inferd_binary, log_tail, server_env, _stop
+from conftest import MODEL_REPOSITORY, ROOT, launch, stop
 
 K8S = ROOT / "deploy" / "kubernetes"
 # The version the manifests are written for: the preStop `sleep` action is stable from 1.34.
@@ -107,35 +106,22 @@ def test_the_pods_config_file_starts_inferd(tmp_path):
     """inferd.toml as the pod has it; only the paths the pod mounts are pointed elsewhere."""
     keys = tmp_path / "keys.json"
     keys.write_text(json.dumps({"keys": [{"name": "ops", "sha256": "0" * 64, "scopes": ["admin"]}]}))
-    http, grpc, metrics = free_ports(3)
-    log_path = tmp_path / "inferd.log"
-    cmd = [
-        str(inferd_binary()), "serve", "--config", str(K8S / "inferd.toml"),
-        "--model-repository", str(MODEL_REPOSITORY), "--data-dir", str(tmp_path / "data"),
-        "--api-keys", str(keys), "--audit-log", str(tmp_path / "audit.jsonl"),
-        "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc),
-        "--metrics-port", str(metrics),
-    ]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=server_env())
+    srv = launch(
+        MODEL_REPOSITORY,
+        tmp_path / "data",
+        extra=[
+            "--config", str(K8S / "inferd.toml"), "--api-keys", str(keys),
+            "--audit-log", str(tmp_path / "audit.jsonl"), "--host", "127.0.0.1",
+        ],
+        auth=(),
+    )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"inferd exited:\n{log_tail(log_path)}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"not ready:\n{log_tail(log_path)}"
-            time.sleep(0.1)
         # Keys are on (the config names a keys file): a route other than health asks for one.
         with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/models/mlp", timeout=5)
+            urllib.request.urlopen(f"http://{srv.http_url}/v2/models/mlp", timeout=5)
         assert e.value.code == 401
     finally:
-        _stop(proc)
+        stop(srv)
 
 
 def test_alert_rules_are_well_formed():

@@ -1,8 +1,9 @@
 //! OpenAI-compatible embeddings: `POST /v1/embeddings`
-//! (`{"model", "input": str | [str]}` → `{"data": [{"embedding", "index"}], "model", "usage"}`),
-//! served by a text model (the candle backend) through the same queue and batches as V2.
-//! Errors come in OpenAI's shape (`{"error": {"message", "type", "code"}}`) so OpenAI
-//! clients report them.
+//! (`{"model", "input": str | [str], "encoding_format"?, "dimensions"?, "user"?}` →
+//! `{"data": [{"embedding", "index"}], "model", "usage"}`), served by a text model (the candle
+//! backend) through the same queue and batches as V2; and `GET /v1/models`,
+//! `GET /v1/models/{model}`, the models as OpenAI lists them. Errors come in OpenAI's shape
+//! (`{"error": {"message", "type", "param", "code"}}`) so OpenAI clients report them.
 
 use std::sync::Arc;
 
@@ -35,7 +36,9 @@ impl IntoResponse for OpenAiError {
         } else {
             "server_error"
         };
-        let body = json!({ "error": { "message": self.0.to_string(), "type": kind, "code": status.as_u16() } });
+        let body = json!({ "error": {
+            "message": self.0.to_string(), "type": kind, "param": null, "code": status.as_u16(),
+        } });
         (status, Json(body)).into_response()
     }
 }
@@ -46,9 +49,24 @@ struct EmbeddingsRequest {
     model: String,
     input: Value,
     #[serde(default)]
-    encoding_format: Option<String>,
+    encoding_format: Option<EncodingFormat>,
+    /// Fewer dimensions than the model's (OpenAI's text-embedding-3 shortening): only the
+    /// model's own number is accepted, for a model that was not trained to be cut.
     #[serde(default)]
+    dimensions: Option<usize>,
+    /// The caller's end user, for abuse monitoring at OpenAI: accepted and not used.
+    #[serde(default)]
+    #[allow(dead_code)]
     user: Option<String>,
+}
+
+/// How the vectors travel: JSON numbers, or base64 of the little-endian float32 bytes (what
+/// OpenAI's Node SDK asks for by default and its Python SDK decodes with numpy).
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum EncodingFormat {
+    Float,
+    Base64,
 }
 
 fn bad(msg: impl Into<String>) -> OpenAiError {
@@ -61,14 +79,11 @@ pub async fn embeddings(
     body: Body,
 ) -> Result<Response, OpenAiError> {
     let bytes = super::v2::read_body(body, s.max_request_bytes).await?;
-    let req: EmbeddingsRequest = serde_json::from_slice(&bytes)
-        .map_err(|e| bad(format!("malformed embeddings request: {e}")))?;
-    let _ = req.user;
-    if let Some(f) = req.encoding_format.as_deref().filter(|f| *f != "float") {
-        return Err(bad(format!(
-            "encoding_format '{f}' is not supported; use 'float'"
-        )));
-    }
+    let req: EmbeddingsRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        bad(format!(
+            "malformed embeddings request: {e} (encoding_format: 'float' or 'base64')"
+        ))
+    })?;
     let texts: Vec<Vec<u8>> = match req.input {
         Value::String(t) => vec![t.into_bytes()],
         Value::Array(items) => items
@@ -95,6 +110,21 @@ pub async fn embeddings(
     }
     crate::auth::check_reach(&ext, crate::auth::Kind::Model, &req.model)?;
     let served = s.repo.get(&req.model, None)?;
+    if let Some(d) = req.dimensions {
+        let dim = served
+            .signature
+            .outputs
+            .first()
+            .and_then(|o| o.shape.last().copied())
+            .filter(|&d| d > 0);
+        if dim != Some(d as i64) {
+            return Err(bad(format!(
+                "model '{}' does not support 'dimensions' {d}: its embeddings have {} dimensions and it was not trained to be shortened; omit 'dimensions'",
+                req.model,
+                dim.map_or_else(|| "a fixed number of".to_owned(), |d| d.to_string())
+            )));
+        }
+    }
     let n = texts.len();
     let tensor = Tensor::new(DataType::Bytes, vec![n as i64], TensorData::Bytes(texts))
         .expect("one element per text");
@@ -118,7 +148,19 @@ pub async fn embeddings(
         .expect("embeddings are FP32 [n, dim]")
         .into_iter()
         .enumerate()
-        .map(|(i, v)| json!({ "object": "embedding", "index": i, "embedding": v }))
+        .map(|(i, v)| {
+            let embedding = match req.encoding_format {
+                Some(EncodingFormat::Base64) => {
+                    use base64::Engine as _;
+                    json!(
+                        base64::engine::general_purpose::STANDARD
+                            .encode(v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())
+                    )
+                }
+                _ => json!(v),
+            };
+            json!({ "object": "embedding", "index": i, "embedding": embedding })
+        })
         .collect();
     let tokens: usize = counts.iter().map(|c| c.tokens).sum();
     let truncated = counts.iter().filter(|c| c.truncated).count();
@@ -132,4 +174,47 @@ pub async fn embeddings(
     resp.headers_mut()
         .insert("x-inferd-truncated", HeaderValue::from(truncated));
     Ok(resp)
+}
+
+/// One model as OpenAI's `/v1/models` shows it; created: its first version's upload time.
+fn openai_model(e: &models::repository::ModelEntry) -> Value {
+    let created = e
+        .meta
+        .versions
+        .values()
+        .map(|v| v.created_ms / 1000)
+        .min()
+        .unwrap_or(0);
+    json!({ "id": e.name, "object": "model", "created": created, "owned_by": "inferd" })
+}
+
+/// `GET /v1/models`: the models with a version being served, those within the principal's
+/// reach.
+pub async fn list_models(
+    State(s): State<Arc<AppState>>,
+    ext: axum::http::Extensions,
+) -> Json<Value> {
+    let mut models = s.repo.models();
+    models.sort_by(|a, b| a.name.cmp(&b.name));
+    let data: Vec<Value> = models
+        .iter()
+        .filter(|e| e.ready().next().is_some())
+        .filter(|e| crate::auth::visible(&ext, crate::auth::Kind::Model, &e.name))
+        .map(|e| openai_model(e))
+        .collect();
+    Json(json!({ "object": "list", "data": data }))
+}
+
+/// `GET /v1/models/{model}`.
+pub async fn get_model(
+    State(s): State<Arc<AppState>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Json<Value>, OpenAiError> {
+    let e = s.repo.model(&name)?;
+    if e.ready().next().is_none() {
+        return Err(OpenAiError(ApiError::NotFound(format!(
+            "model '{name}' has no version being served"
+        ))));
+    }
+    Ok(Json(openai_model(&e)))
 }

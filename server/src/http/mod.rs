@@ -55,6 +55,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(v2::repository_unload),
         )
         .at("/v1/embeddings", post(embeddings::embeddings))
+        .at("/v1/models", get(embeddings::list_models))
+        .at("/v1/models/{model}", get(embeddings::get_model))
         .at("/api/models", get(models::list))
         .at(
             "/api/models/{name}",

@@ -1,0 +1,98 @@
+"""OpenAI's own Python SDK against inferd's /v1 routes, unchanged but for its base URL and an
+inferd API key: embeddings as floats and as base64 (the SDK's default when numpy is there, and
+asked for explicitly), `dimensions`, the model list, and errors the SDK raises as its own
+exception types. The vectors are compared with the independent NumPy reference recorded by
+tests/fixtures/gen_embeddings.py."""
+
+import base64
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import openai
+import pytest
+
+from conftest import FIXTURES, launch, stop
+
+KEY = "openai-sdk-test-key"
+
+
+def minilm_dir():
+    cache = Path(os.environ.get("INFERD_CACHE") or Path.home() / ".cache" / "inferd")
+    d = cache / "models" / "all-MiniLM-L6-v2" / "1"
+    if not (d / "model.safetensors").is_file():
+        pytest.fail(f"{d} is missing: run scripts/setup.sh")
+    return d
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("openai-repo")
+    (repo / "minilm").mkdir()
+    (repo / "minilm" / "1").symlink_to(minilm_dir())
+    keys = tmp_path_factory.mktemp("openai-keys") / "keys.json"
+    keys.write_text(json.dumps({"keys": [
+        {"name": "sdk", "sha256": hashlib.sha256(KEY.encode()).hexdigest(), "scopes": ["infer"]}]}))
+    srv = launch(repo, tmp_path_factory.mktemp("openai-data"), auth=("--api-keys", str(keys)))
+    yield openai.OpenAI(base_url=f"http://{srv.http_url}/v1", api_key=KEY, max_retries=0)
+    stop(srv)
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return json.loads((FIXTURES / "embeddings.json").read_text())["cases"][:8]
+
+
+def test_embeddings_match_the_reference_in_every_encoding(client, cases):
+    texts = [c["text"] for c in cases]
+    want = np.array([c["embedding"] for c in cases], dtype=np.float64)
+    # The SDK's default: it asks for base64 and decodes it itself.
+    default = client.embeddings.create(model="minilm", input=texts)
+    floats = client.embeddings.create(model="minilm", input=texts, encoding_format="float")
+    raw = client.embeddings.create(model="minilm", input=texts, encoding_format="base64")
+    for r in (default, floats, raw):
+        assert r.model == "minilm"
+        assert [d.index for d in r.data] == list(range(len(texts)))
+        assert r.usage.prompt_tokens == sum(c["tokens"] for c in cases)
+    got_default = np.array([d.embedding for d in default.data])
+    got_float = np.array([d.embedding for d in floats.data])
+    # Explicitly asked for, base64 comes back as the string: little-endian float32 bytes.
+    got_b64 = np.stack([np.frombuffer(base64.b64decode(d.embedding), dtype="<f4") for d in raw.data])
+    assert got_b64.shape == (len(texts), 384)
+    np.testing.assert_array_equal(got_b64, got_float.astype(np.float32))
+    np.testing.assert_array_equal(got_default.astype(np.float32), got_b64)
+    np.testing.assert_allclose(got_float, want, atol=2e-5)
+
+
+def test_dimensions_and_the_user_field(client, cases):
+    r = client.embeddings.create(model="minilm", input=cases[0]["text"], dimensions=384, user="u-1")
+    assert len(r.data[0].embedding) == 384
+    with pytest.raises(openai.BadRequestError) as e:
+        client.embeddings.create(model="minilm", input="a cat", dimensions=128)
+    assert "does not support 'dimensions' 128" in e.value.message
+    assert "384 dimensions" in e.value.message
+
+
+def test_the_model_list(client):
+    assert [m.id for m in client.models.list()] == ["minilm"]
+    m = client.models.retrieve("minilm")
+    assert (m.id, m.object, m.owned_by) == ("minilm", "model", "inferd")
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("no-such-model")
+
+
+def test_errors_are_the_sdks_own(client):
+    with pytest.raises(openai.NotFoundError) as e:
+        client.embeddings.create(model="no-such-model", input="x")
+    assert "no-such-model" in e.value.message
+    with pytest.raises(openai.BadRequestError) as e:
+        client.embeddings.create(model="minilm", input=[[101, 1037, 102]])
+    assert "token arrays are not supported" in e.value.message
+    with pytest.raises(openai.BadRequestError) as e:
+        client.embeddings.create(model="minilm", input="x", encoding_format="int8")
+    assert "base64" in e.value.message
+    bad_key = client.with_options(api_key="wrong")
+    with pytest.raises(openai.AuthenticationError):
+        bad_key.embeddings.create(model="minilm", input="x")
