@@ -238,6 +238,29 @@ impl FeatureStore {
     }
 }
 
+impl FeatureStore {
+    /// Feast's `write-to-online-store`: column-wise rows whose event time is the
+    /// `event_timestamp` column (naive UTC ISO 8601, as Feast's client sends it) whatever the
+    /// view's own timestamp field; Feast's `created` column is not kept.
+    pub async fn write_columns(&self, view: &str, df: &Map<String, Json>) -> Result<PushSummary> {
+        let ts_field = self
+            .views
+            .snapshot()
+            .require(view)?
+            .timestamp_field()
+            .to_owned();
+        let mut rows = rows_from_columns(df)?;
+        if ts_field != crate::view::DEFAULT_TIMESTAMP_FIELD {
+            for r in &mut rows {
+                if let Some(t) = r.remove(crate::view::DEFAULT_TIMESTAMP_FIELD) {
+                    r.entry(ts_field.clone()).or_insert(t);
+                }
+            }
+        }
+        self.push(view, &rows).await
+    }
+}
+
 /// Turns Feast's column-wise `df` (`{"user_id": [1, 2], "clicks": [3, 4]}`) into rows.
 pub fn rows_from_columns(df: &Map<String, Json>) -> Result<Vec<Map<String, Json>>> {
     let mut n = None;

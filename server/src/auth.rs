@@ -1414,7 +1414,8 @@ pub fn http_need(method: &Method, route: Option<&str>) -> Need {
             "/api/feedback"
             | "/api/collections/{c}/points"
             | "/api/collections/{c}/points/delete"
-            | "/api/features/push",
+            | "/api/features/push"
+            | "/api/features/write-to-online-store",
         ) => Need::Scope(Scope::Write),
         _ => Need::Scope(Scope::Admin),
     }
@@ -1556,6 +1557,7 @@ fn target(route: &str) -> Target {
         "/v1/embeddings"
         | "/api/features/get-online-features"
         | "/api/features/push"
+        | "/api/features/write-to-online-store"
         | "/api/feedback" => Target::Checked,
         // An experiment's models are its configuration's, checked by its handlers.
         _ if under("/api/experiments") => Target::Checked,

@@ -63,9 +63,13 @@ fn rest_need(method: &str, path: &str) -> Option<&'static str> {
             | "/api/features/get-online-features",
         ) => "infer",
         ("PUT", "/api/collections/{c}/points")
-        | ("POST", "/api/collections/{c}/points/delete" | "/api/features/push" | "/api/feedback") => {
-            "write"
-        }
+        | (
+            "POST",
+            "/api/collections/{c}/points/delete"
+            | "/api/features/push"
+            | "/api/features/write-to-online-store"
+            | "/api/feedback",
+        ) => "write",
         (
             "POST",
             "/v2/repository/models/{m}/load"

@@ -63,6 +63,10 @@ pub fn router_with_limit(fs: Arc<FeatureStore>, max_request_bytes: usize) -> Rou
             post(get_online_features),
         )
         .at("/api/features/push", post(push))
+        .at(
+            "/api/features/write-to-online-store",
+            post(write_to_online_store),
+        )
         .with_state(Ctx {
             fs,
             limit: max_request_bytes,
@@ -123,10 +127,15 @@ async fn delete_view(State(ctx): St, Path(name): Path<String>) -> ApiResult<Json
     Ok(Json(json!({ "deleted": true })))
 }
 
+/// Feast's request. Fields Feast's feature server ignores are ignored here too (its SDK
+/// sends `include_feature_view_version_metadata`, newer ones may send more).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct ReadBody {
-    features: Vec<String>,
+    #[serde(default)]
+    features: Option<Vec<String>>,
+    /// Feast's feature services are not defined in inferd: refused with what to send instead.
+    #[serde(default)]
+    feature_service: Option<String>,
     entities: BTreeMap<String, Vec<JsonValue>>,
     #[serde(default)]
     full_feature_names: bool,
@@ -138,14 +147,27 @@ async fn get_online_features(
     b: Body,
 ) -> ApiResult<Response> {
     let req: ReadBody = body(&ctx, b, "get-online-features request").await?;
-    for f in &req.features {
+    let features = match (req.features, req.feature_service) {
+        (Some(f), None) => f,
+        (None, Some(service)) => {
+            return Err(ApiError::BadRequest(format!(
+                "feature service '{service}': inferd has no feature services; name the features (\"features\": [\"view:feature\", ...])"
+            )));
+        }
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give \"features\": [\"view:feature\", ...]".into(),
+            ));
+        }
+    };
+    for f in &features {
         let (view, _) = feature_store::serving::parse_ref(f)?;
         crate::auth::check_reach(&ext, crate::auth::Kind::FeatureView, view)?;
     }
     let resp = ctx
         .fs
         .get_online_features(&OnlineRequest {
-            features: req.features,
+            features,
             entities: req.entities.into_iter().collect(),
             full_feature_names: req.full_feature_names,
         })
@@ -239,8 +261,8 @@ impl Serialize for Feast<'_> {
     }
 }
 
+/// Feast's feature-server push (its fields but these ignored, as Feast's server does).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct PushBody {
     /// Feast calls it `push_source_name`.
     #[serde(alias = "push_source_name")]
@@ -272,5 +294,26 @@ async fn push(State(ctx): St, ext: axum::http::Extensions, b: Body) -> ApiResult
         }
     };
     let s = ctx.fs.push(&req.feature_view, &rows).await?;
+    Ok(Json(json!({ "written": s.written, "stale": s.stale })))
+}
+
+/// Feast's `write_to_online_store` (what its SDK's remote online store posts).
+#[derive(Deserialize)]
+struct WriteBody {
+    feature_view_name: String,
+    df: Map<String, JsonValue>,
+}
+
+async fn write_to_online_store(
+    State(ctx): St,
+    ext: axum::http::Extensions,
+    b: Body,
+) -> ApiResult<Json<JsonValue>> {
+    let req: WriteBody = body(&ctx, b, "write-to-online-store request").await?;
+    crate::auth::check_reach(&ext, crate::auth::Kind::FeatureView, &req.feature_view_name)?;
+    let s = ctx
+        .fs
+        .write_columns(&req.feature_view_name, &req.df)
+        .await?;
     Ok(Json(json!({ "written": s.written, "stale": s.stale })))
 }
