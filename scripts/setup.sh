@@ -70,6 +70,15 @@ if [[ "$mode" == test ]]; then
   command -v openssl >/dev/null || apt_missing+=(openssl)
   apt_install "${apt_missing[@]}"
 
+  # OpenAI's Node SDK (tests/python/test_openai.py), from the npm registry, once.
+  node_sdk="openai@6.30.1"
+  if command -v npm >/dev/null && [[ "$(cat "$cache/node/.installed" 2>/dev/null)" != "$node_sdk" ]]; then
+    echo "setup: installing $node_sdk into $cache/node" >&2
+    npm install --silent --no-audit --no-fund --no-save --prefix "$cache/node" "$node_sdk" >&2 \
+      && echo "$node_sdk" >"$cache/node/.installed" \
+      || echo "setup: warning: could not install $node_sdk; the Node SDK test will fail" >&2
+  fi
+
   # The feature store's tests and benchmarks run a real Kafka-protocol broker: tansu 0.6.0 from
   # the Rust registry, built once into the cache (about 10 minutes on 2 cores; skipped when present), in
   # a throw-away target dir so the shared one is neither locked nor grown.

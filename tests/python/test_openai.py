@@ -8,20 +8,24 @@ import base64
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import openai
 import pytest
 
-from conftest import FIXTURES, launch, stop
+from conftest import FIXTURES, ROOT, launch, stop
 
 KEY = "openai-sdk-test-key"
 
 
+CACHE = Path(os.environ.get("INFERD_CACHE") or Path.home() / ".cache" / "inferd")
+
+
 def minilm_dir():
-    cache = Path(os.environ.get("INFERD_CACHE") or Path.home() / ".cache" / "inferd")
-    d = cache / "models" / "all-MiniLM-L6-v2" / "1"
+    d = CACHE / "models" / "all-MiniLM-L6-v2" / "1"
     if not (d / "model.safetensors").is_file():
         pytest.fail(f"{d} is missing: run scripts/setup.sh")
     return d
@@ -96,3 +100,24 @@ def test_errors_are_the_sdks_own(client):
     bad_key = client.with_options(api_key="wrong")
     with pytest.raises(openai.AuthenticationError):
         bad_key.embeddings.create(model="minilm", input="x")
+
+
+def test_openais_node_sdk_gets_the_same_vectors(client, cases):
+    """The Node SDK asks for base64 unless told otherwise, and decodes it itself."""
+    modules = CACHE / "node" / "node_modules"
+    if shutil.which("node") is None or not (modules / "openai").is_dir():
+        pytest.fail(f"node, or OpenAI's Node SDK under {modules}, is missing: run scripts/setup.sh")
+    texts = [c["text"] for c in cases]
+    out = subprocess.run(
+        ["node", str(ROOT / "tests" / "node" / "openai_embeddings.cjs")],
+        input=json.dumps(texts), capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "NODE_PATH": str(modules), "OPENAI_BASE_URL": str(client.base_url),
+             "OPENAI_API_KEY": KEY, "INFERD_MODEL": "minilm"},
+    )
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    np.testing.assert_allclose(
+        np.array(got["embeddings"]), np.array([c["embedding"] for c in cases]), atol=2e-5)
+    assert got["models"] == ["minilm"]
+    assert got["refused"]["status"] == 400
+    assert "does not support 'dimensions' 7" in got["refused"]["message"]
