@@ -41,6 +41,21 @@ impl ArmStats {
         self.latency[i] += 1;
     }
 
+    /// Adds another replica's (or period's) statistics: counts and histogram buckets summed,
+    /// reward moments merged exactly (Chan et al.'s pairwise update).
+    pub fn merge(&mut self, other: &ArmStats) {
+        self.exposures += other.exposures;
+        self.errors += other.errors;
+        if self.latency.len() < other.latency.len() {
+            self.latency.resize(other.latency.len(), 0);
+        }
+        for (a, b) in self.latency.iter_mut().zip(&other.latency) {
+            *a += b;
+        }
+        self.reward.merge(&other.reward);
+        self.successes += other.successes;
+    }
+
     pub fn reward(&mut self, r: f64) {
         self.reward.push(r);
         self.successes += u64::from(r == 1.0);
@@ -65,6 +80,33 @@ impl ArmStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merging_equals_recording_everything_in_one() {
+        let (mut a, mut b, mut all) = (
+            ArmStats::default(),
+            ArmStats::default(),
+            ArmStats::default(),
+        );
+        for i in 0..300 {
+            let (ms, err, r) = (i as f64 * 0.7, i % 7 == 0, (i % 3) as f64);
+            let one = if i % 2 == 0 { &mut a } else { &mut b };
+            one.record(ms, err);
+            one.reward(r);
+            all.record(ms, err);
+            all.reward(r);
+        }
+        let mut merged = ArmStats::default();
+        merged.merge(&a);
+        merged.merge(&b);
+        assert_eq!(merged.exposures, all.exposures);
+        assert_eq!(merged.errors, all.errors);
+        assert_eq!(merged.latency, all.latency);
+        assert_eq!(merged.successes, all.successes);
+        assert_eq!(merged.reward.n, all.reward.n);
+        assert!((merged.reward.mean - all.reward.mean).abs() < 1e-12);
+        assert!((merged.reward.variance() - all.reward.variance()).abs() < 1e-9);
+    }
 
     #[test]
     fn quantiles_within_a_bucket() {

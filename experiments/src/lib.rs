@@ -173,6 +173,43 @@ struct Inner {
     updated_ms: u64,
     /// The arm promoted to `production`, when it was.
     promoted: Option<String>,
+    /// The other replicas' statistics, when the fleet shares them ([`Experiment::set_others`]).
+    #[serde(skip)]
+    others: Option<Contribution>,
+}
+
+/// One replica's share of an experiment's statistics (what it publishes for the fleet):
+/// cumulative since it started counting, so publishing is idempotent and a reader merges
+/// every replica's latest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Contribution {
+    /// The arms these counts belong to (with defaults filled in); a reader ignores a
+    /// contribution whose arms differ from its own configuration.
+    pub arm_names: Vec<String>,
+    pub shadow_names: Vec<String>,
+    pub arms: Vec<ArmStats>,
+    pub shadows: Vec<ArmStats>,
+    /// Exposures expected per arm (the SRM check's expectation).
+    pub expected: Vec<f64>,
+}
+
+impl Contribution {
+    /// Adds `other` when it counts the same arms; `false` (and nothing added) otherwise.
+    pub fn merge(&mut self, other: &Contribution) -> bool {
+        if other.arm_names != self.arm_names || other.shadow_names != self.shadow_names {
+            return false;
+        }
+        for (a, b) in self.arms.iter_mut().zip(&other.arms) {
+            a.merge(b);
+        }
+        for (a, b) in self.shadows.iter_mut().zip(&other.shadows) {
+            a.merge(b);
+        }
+        for (a, b) in self.expected.iter_mut().zip(&other.expected) {
+            *a += b;
+        }
+        true
+    }
 }
 
 /// Something that happened to an experiment, shown in its results and logged.
@@ -701,6 +738,7 @@ impl Experiment {
             created_ms: now,
             updated_ms: now,
             promoted: None,
+            others: None,
             spec,
         };
         inner.event(Event::new(
@@ -1077,9 +1115,30 @@ impl Experiment {
     }
 
     /// The results as of now.
+    /// This replica's statistics, to publish for the fleet.
+    pub fn contribution(&self) -> Contribution {
+        self.lock().contribution()
+    }
+
+    /// The other replicas' merged statistics (`None`: this replica's alone): results, and the
+    /// SRM check and tests in them, are then the fleet's.
+    pub fn set_others(&self, others: Option<Contribution>) {
+        self.lock().others = others;
+    }
+
     pub fn results(&self) -> results::Results {
         let mut inner = self.lock();
-        let mut r = results::compute(&inner.snapshot());
+        let fleet = inner.others.clone().and_then(|others| {
+            let mut all = inner.contribution();
+            all.merge(&others).then_some(all)
+        });
+        let mut snapshot = inner.snapshot();
+        if let Some(f) = &fleet {
+            snapshot.arms = &f.arms;
+            snapshot.shadows = &f.shadows;
+            snapshot.expected = &f.expected;
+        }
+        let mut r = results::compute(&snapshot);
         // Report, and keep, the always-valid p-values' running minimum across reads.
         let alpha = inner.spec.alpha;
         for (arm, min) in r.arms.iter_mut().zip(inner.always_valid_min.iter_mut()) {
@@ -1096,6 +1155,16 @@ impl Experiment {
 }
 
 impl Inner {
+    fn contribution(&self) -> Contribution {
+        Contribution {
+            arm_names: self.spec.arm_names(),
+            shadow_names: self.spec.shadow_names(),
+            arms: self.arms.clone(),
+            shadows: self.shadows.clone(),
+            expected: self.expected.clone(),
+        }
+    }
+
     fn snapshot(&self) -> results::Snapshot<'_> {
         results::Snapshot {
             name: &self.name,

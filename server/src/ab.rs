@@ -193,3 +193,133 @@ pub async fn promote(state: &AppState, name: &str, arm: &str) -> ApiResult<Promo
         version,
     })
 }
+
+/// Experiments' statistics shared by a fleet through Redis (`--state redis://...`).
+/// Assignment is already a pure function of the unit key, so every replica sends a unit to
+/// the same arm; what they share is what they counted. Each replica writes its cumulative
+/// [`experiments::Contribution`] under its own field of one hash per experiment (idempotent:
+/// a retry or a late write never double counts) and merges the others' into its results —
+/// counts and histograms summed, reward moments merged exactly — so any replica answers
+/// with the fleet's numbers, at most one publishing interval behind.
+pub struct Fleet {
+    conn: redis::aio::ConnectionManager,
+    /// This process's field: kept in the data directory, so a restart on the same disk
+    /// continues its own counts (which the experiment files there hold) instead of adding a
+    /// second copy of them.
+    replica: String,
+}
+
+impl Fleet {
+    /// Connects lazily (the server starts while Redis is down; sharing resumes when it is
+    /// back). `replica_file` holds this replica's id, made on first use.
+    pub fn open(
+        url: &str,
+        tls: Option<feature_store::store::redis::RedisTls>,
+        replica_file: &Path,
+    ) -> anyhow::Result<Fleet> {
+        let client = feature_store::store::redis::client(url, tls)
+            .map_err(|e| anyhow::anyhow!("--state: {e}"))?;
+        let conn = redis::aio::ConnectionManager::new_lazy_with_config(
+            client,
+            redis::aio::ConnectionManagerConfig::new(),
+        )
+        .map_err(|e| anyhow::anyhow!("--state: {e}"))?;
+        let replica = match std::fs::read_to_string(replica_file) {
+            Ok(id) if !id.trim().is_empty() => id.trim().to_owned(),
+            _ => {
+                // Unique enough: the clock's nanoseconds and the process id.
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                let id = format!("{nanos:x}-{:x}", std::process::id());
+                if let Some(dir) = replica_file.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(replica_file, &id).map_err(|e| {
+                    anyhow::anyhow!("writing the replica id {}: {e}", replica_file.display())
+                })?;
+                id
+            }
+        };
+        Ok(Fleet { conn, replica })
+    }
+
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// The experiment's hash: hash-tagged, so it lives in one slot of a Redis Cluster.
+    fn key(name: &str) -> String {
+        format!("inferd:{{experiment:{name}}}:arms")
+    }
+
+    /// Publishes every experiment's counts and takes the others'.
+    pub async fn exchange(&self, exps: &Experiments) {
+        for e in exps.list() {
+            let key = Self::key(&e.name);
+            let mine = match serde_json::to_string(&e.contribution()) {
+                Ok(m) => m,
+                Err(_) => continue,
+            };
+            let mut conn = self.conn.clone();
+            let all: redis::RedisResult<(std::collections::HashMap<String, String>,)> =
+                redis::pipe()
+                    .hset(&key, &self.replica, mine)
+                    .ignore()
+                    .hgetall(&key)
+                    .query_async(&mut conn)
+                    .await;
+            let all = match all {
+                Ok((all,)) => all,
+                Err(err) => {
+                    // The last merged numbers stay; the next tick retries.
+                    tracing::warn!(experiment = %e.name, error = %err, "sharing experiment statistics through --state failed");
+                    continue;
+                }
+            };
+            let own = e.contribution();
+            let mut others: Option<experiments::Contribution> = None;
+            for (replica, json) in all {
+                if replica == self.replica {
+                    continue;
+                }
+                let Ok(c) = serde_json::from_str::<experiments::Contribution>(&json) else {
+                    tracing::warn!(experiment = %e.name, %replica, "unreadable experiment statistics in --state, ignored");
+                    continue;
+                };
+                if c.arm_names != own.arm_names || c.shadow_names != own.shadow_names {
+                    // Another configuration under the same name (a replica not yet updated).
+                    continue;
+                }
+                match &mut others {
+                    Some(o) => {
+                        o.merge(&c);
+                    }
+                    None => others = Some(c),
+                }
+            }
+            e.set_others(others);
+        }
+    }
+
+    /// Forgets a deleted experiment's shared counts (so a new one of that name starts at 0).
+    pub async fn forget(&self, name: &str) {
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<()> = redis::cmd("DEL")
+            .arg(Self::key(name))
+            .query_async(&mut conn)
+            .await;
+        if let Err(err) = r {
+            tracing::warn!(experiment = %name, error = %err, "forgetting shared experiment statistics failed");
+        }
+    }
+}
+
+/// Deletes an experiment, and its shared counts when the fleet shares them.
+pub async fn delete(state: &AppState, name: &str) -> ApiResult<()> {
+    state.experiments.delete(name)?;
+    if let Some(f) = &state.fleet {
+        f.forget(name).await;
+    }
+    Ok(())
+}

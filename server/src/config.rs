@@ -20,6 +20,7 @@
 //! # librdkafka properties for every Kafka client inferd makes (the ingester, the drift
 //! # publisher): TLS, SASL, timeouts. --kafka-option KEY=VALUE adds or overrides one.
 //! kafka_options = { "security.protocol" = "ssl", "ssl.ca.location" = "/etc/inferd/kafka-ca.pem" }
+//! state = "redis://redis:6379/1"     # a fleet's shared experiment statistics; default: none
 //! experiments = "/etc/inferd/experiments.toml" # [experiments.<name>] tables, applied at start
 //! feedback_capacity = 1000000        # requests kept for feedback by request id
 //! feedback_ttl_secs = 3600           # how long a request waits for its feedback
@@ -112,6 +113,11 @@ pub struct ServeArgs {
     /// `ssl.key.location`), SASL (`sasl.mechanism`, `sasl.username`, `sasl.password`), ...
     #[arg(long = "kafka-option", value_name = "KEY=VALUE", value_parser = kafka_option)]
     pub kafka_options: Vec<(String, String)>,
+    /// Shared state of a fleet: a Redis URL (`redis://` or `rediss://`, with the
+    /// --redis-* TLS settings) where every replica publishes its experiments' statistics and
+    /// reads the others', so each answers with the fleet's numbers. Default: none.
+    #[arg(long, env = "INFERD_STATE")]
+    pub state: Option<String>,
     /// Experiment file (TOML, one `[experiments.<name>]` table per experiment), applied once
     /// the models are loaded. Experiments can also be created with PUT /api/experiments/{name}.
     #[arg(long, env = "INFERD_EXPERIMENTS")]
@@ -329,6 +335,7 @@ struct FileConfig {
     kafka_brokers: Option<String>,
     kafka_group: Option<String>,
     kafka_options: Option<BTreeMap<String, String>>,
+    state: Option<String>,
     experiments: Option<PathBuf>,
     feedback_capacity: Option<usize>,
     feedback_ttl_secs: Option<u64>,
@@ -381,6 +388,8 @@ pub struct Config {
     pub kafka_group: String,
     /// librdkafka properties for every Kafka client (the file's, then the flags').
     pub kafka_options: Vec<(String, String)>,
+    /// `None`: experiment statistics stay in this replica.
+    pub state: Option<String>,
     pub experiments: Option<PathBuf>,
     pub feedback_capacity: usize,
     pub feedback_ttl_secs: u64,
@@ -535,6 +544,7 @@ impl Config {
                     options.extend(args.kafka_options);
                     options
                 },
+                state: args.state.or(file.state).filter(|s| !s.trim().is_empty()),
                 experiments: args.experiments.or(file.experiments),
                 feedback_capacity: args
                     .feedback_capacity

@@ -173,24 +173,38 @@ pub async fn serve(
         cfg.drift_queue,
         publisher,
     ));
-    let state = Arc::new(AppState::new(
-        Arc::clone(&repo),
-        registry,
-        cfg.max_request_bytes,
-        cfg.max_upload_bytes,
-        Some(Arc::clone(&features)),
-        Arc::clone(&exps),
-        Arc::clone(&drift),
-    ));
-    // Experiment statistics reach the disk at most a second late.
+    let fleet = match &cfg.state {
+        Some(url) => {
+            let f = ab::Fleet::open(url, redis_tls(&cfg, url)?, &cfg.data_dir.join("replica-id"))?;
+            tracing::info!(replica = %f.replica(), "experiment statistics shared with the fleet through --state");
+            Some(Arc::new(f))
+        }
+        None => None,
+    };
+    let state = Arc::new(
+        AppState::new(
+            Arc::clone(&repo),
+            registry,
+            cfg.max_request_bytes,
+            cfg.max_upload_bytes,
+            Some(Arc::clone(&features)),
+            Arc::clone(&exps),
+            Arc::clone(&drift),
+        )
+        .with_fleet(fleet.clone()),
+    );
+    // Experiment statistics reach the disk, and the fleet, at most a second late.
     let flusher = {
         let exps = Arc::clone(&exps);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                let exps = Arc::clone(&exps);
-                let _ = tokio::task::spawn_blocking(move || exps.flush()).await;
+                let e = Arc::clone(&exps);
+                let _ = tokio::task::spawn_blocking(move || e.flush()).await;
+                if let Some(f) = &fleet {
+                    f.exchange(&exps).await;
+                }
             }
         })
     };
@@ -395,20 +409,7 @@ async fn open_features(
     let store: Arc<dyn OnlineStore> = if cfg.feature_store == "memory" {
         Arc::new(feature_store::store::memory::MemoryStore::new())
     } else {
-        let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-        let tls = if cfg.feature_store.starts_with("rediss://")
-            && (cfg.redis_ca_cert.is_some() || cfg.redis_client_cert.is_some())
-        {
-            Some(feature_store::store::redis::RedisTls {
-                ca_cert: cfg.redis_ca_cert.as_deref().map(read).transpose()?,
-                client: match (&cfg.redis_client_cert, &cfg.redis_client_key) {
-                    (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
-                    _ => None,
-                },
-            })
-        } else {
-            None
-        };
+        let tls = redis_tls(cfg, &cfg.feature_store)?;
         let redis =
             feature_store::store::redis::RedisStore::open_with(&cfg.feature_store, "inferd", tls)?;
         if let Err(e) = redis.ping().await {
@@ -434,6 +435,27 @@ async fn open_features(
         None => None,
     };
     Ok((Arc::new(FeatureStore::new(views, store)), ingester))
+}
+
+/// The `--redis-ca-cert` / `--redis-client-cert` settings for a `rediss://` URL (the online
+/// store's and `--state`'s alike).
+fn redis_tls(
+    cfg: &Config,
+    url: &str,
+) -> anyhow::Result<Option<feature_store::store::redis::RedisTls>> {
+    if !url.starts_with("rediss://")
+        || (cfg.redis_ca_cert.is_none() && cfg.redis_client_cert.is_none())
+    {
+        return Ok(None);
+    }
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    Ok(Some(feature_store::store::redis::RedisTls {
+        ca_cert: cfg.redis_ca_cert.as_deref().map(read).transpose()?,
+        client: match (&cfg.redis_client_cert, &cfg.redis_client_key) {
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            _ => None,
+        },
+    }))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -20,6 +20,8 @@ pub struct AppState {
     pub experiments: Arc<Experiments>,
     /// Drift monitors: the request path hands them sampled copies.
     pub drift: Arc<Drift>,
+    /// Experiment statistics shared with the fleet (`--state`); `None`: this replica's own.
+    pub fleet: Option<Arc<crate::ab::Fleet>>,
     /// Initial model loading is done.
     loaded: AtomicBool,
     /// SIGTERM received: refuse new work, finish what is in flight.
@@ -57,9 +59,16 @@ impl AppState {
             features,
             experiments,
             drift,
+            fleet: None,
             loaded: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         }
+    }
+
+    /// Shares the experiments' statistics with the fleet (`--state`).
+    pub fn with_fleet(mut self, fleet: Option<Arc<crate::ab::Fleet>>) -> Self {
+        self.fleet = fleet;
+        self
     }
 
     pub fn set_loaded(&self) {

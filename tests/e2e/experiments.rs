@@ -48,9 +48,17 @@ fn repo() -> tempfile::TempDir {
 }
 
 async fn start(repo: &std::path::Path, data: Option<&std::path::Path>) -> Server {
+    start_with(repo, data, &[]).await
+}
+
+async fn start_with(
+    repo: &std::path::Path,
+    data: Option<&std::path::Path>,
+    extra: &[&str],
+) -> Server {
     let srv = match data {
-        Some(d) => Server::start_with_data(repo, d, &[]).await,
-        None => Server::start(repo, &[]).await,
+        Some(d) => Server::start_with_data(repo, d, extra).await,
+        None => Server::start(repo, extra).await,
     };
     let r = reqwest::Client::new()
         .put(srv.url("/api/models/mlp/aliases/production"))
@@ -980,4 +988,81 @@ guardrails = [{ rule = "latency_p99", max_ms = 1000 }]
         err.contains("experiment file") && err.contains("wieght"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_state_answer_with_the_fleets_numbers() {
+    let redis = feature_store::testkit::Redis::start();
+    let repo = repo();
+    let url = redis.url();
+    let a = start_with(repo.path(), None, &["--state", &url]).await;
+    let b = start_with(repo.path(), None, &["--state", &url]).await;
+    // The same experiment on both (as a shared experiment file would give them).
+    let spec = json!({"model": "mlp", "unit": {"header": "x-user-id"}, "outcome": "binary",
+                      "arms": [{"name": "control", "version": 1, "weight": 50},
+                               {"name": "candidate", "version": 2, "weight": 50}]});
+    for srv in [&a, &b] {
+        let (status, r) = put(srv, "fleet", spec.clone()).await;
+        assert_eq!(status, 201, "{r}");
+    }
+    // 30 users through one replica, 20 through the other; each unit's arm is the same on
+    // both, so rewards by unit may go to either.
+    let c = reqwest::Client::new();
+    let b0 = body(0.5, json!({}));
+    let mut exposures: HashMap<String, u64> = HashMap::new();
+    let mut rewards: HashMap<String, (u64, f64)> = HashMap::new();
+    let mut feedback = Vec::new();
+    for i in 0..50 {
+        let user = format!("fleet-user-{i}");
+        let srv = if i < 30 { &a } else { &b };
+        let r = infer(&c, srv, "/v2/models/mlp/infer", Some(&user), &b0).await;
+        assert_eq!(r.status, 200);
+        let arm = r.arm.unwrap();
+        *exposures.entry(arm.clone()).or_default() += 1;
+        let reward = f64::from(i % 3 == 0);
+        let e = rewards.entry(arm).or_default();
+        e.0 += 1;
+        e.1 += reward;
+        feedback.push(json!({"experiment": "fleet", "unit": user, "reward": reward}));
+    }
+    let (status, r) = b
+        .post("/api/feedback", &json!({"feedback": feedback}))
+        .await;
+    assert_eq!((status, &r["accepted"]), (200, &json!(50)), "{r}");
+    // Within a few publishing intervals, either replica reports the fleet's numbers: each
+    // arm's exposures and reward mean as the test counted them.
+    for srv in [&a, &b] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let r = loop {
+            let (_, r) = get(srv, "/api/experiments/fleet").await;
+            let total: u64 = r["arms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["exposures"].as_u64().unwrap() + x["outcome"]["n"].as_u64().unwrap())
+                .sum();
+            if total == 100 {
+                break r;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the fleet's numbers never arrived: {r}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        for arm in r["arms"].as_array().unwrap() {
+            let name = arm["name"].as_str().unwrap();
+            let (n, sum) = rewards.get(name).copied().unwrap_or((0, 0.0));
+            assert_eq!(
+                arm["exposures"],
+                exposures.get(name).copied().unwrap_or(0),
+                "{arm}"
+            );
+            assert_eq!(arm["outcome"]["n"], n, "{arm}");
+            if n > 0 {
+                let mean = arm["outcome"]["mean"].as_f64().unwrap();
+                assert!((mean - sum / n as f64).abs() < 1e-12, "{arm}");
+            }
+        }
+    }
 }

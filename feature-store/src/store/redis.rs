@@ -53,6 +53,35 @@ pub struct RedisTls {
     pub client: Option<(Vec<u8>, Vec<u8>)>,
 }
 
+/// A Redis client for `url` (`redis://` or `rediss://`), with `tls`'s CA and client
+/// certificate for a `rediss://` one. Errors name the URL without its password.
+pub fn client(url: &str, tls: Option<RedisTls>) -> Result<redis::Client> {
+    let addr = redact(url);
+    match tls {
+        None => redis::Client::open(url),
+        Some(t) => {
+            if !url.starts_with("rediss://") {
+                return Err(Error::Config(format!(
+                    "{addr}: TLS settings need a rediss:// URL"
+                )));
+            }
+            redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: t
+                        .client
+                        .map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                            client_cert,
+                            client_key,
+                        }),
+                    root_cert: t.ca_cert,
+                },
+            )
+        }
+    }
+    .map_err(|e| Error::Config(format!("URL {addr}: {e}")))
+}
+
 impl RedisStore {
     /// Connects lazily: the server starts (and reads fail clearly) while Redis is down.
     pub fn open(url: &str, prefix: &str) -> Result<RedisStore> {
@@ -63,29 +92,7 @@ impl RedisStore {
     /// system's and a client certificate (PEM), when Redis asks for one.
     pub fn open_with(url: &str, prefix: &str, tls: Option<RedisTls>) -> Result<RedisStore> {
         let addr = redact(url);
-        let client = match tls {
-            None => redis::Client::open(url),
-            Some(t) => {
-                if !url.starts_with("rediss://") {
-                    return Err(Error::Config(format!(
-                        "online store {addr}: TLS settings need a rediss:// URL"
-                    )));
-                }
-                redis::Client::build_with_tls(
-                    url,
-                    redis::TlsCertificates {
-                        client_tls: t.client.map(|(client_cert, client_key)| {
-                            redis::ClientTlsConfig {
-                                client_cert,
-                                client_key,
-                            }
-                        }),
-                        root_cert: t.ca_cert,
-                    },
-                )
-            }
-        }
-        .map_err(|e| Error::Config(format!("online store URL {addr}: {e}")))?;
+        let client = client(url, tls).map_err(|e| Error::Config(format!("online store {e}")))?;
         // Fail fast while Redis is down (reads answer 503 in about a second) and reconnect on
         // the next call; the ingester retries writes itself.
         let config = ConnectionManagerConfig::new()

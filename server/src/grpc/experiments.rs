@@ -324,10 +324,7 @@ impl Experiments for ExperimentsService {
     ) -> Reply<pb::DeleteExperimentResponse> {
         let (_, ext, r) = r.into_parts();
         ab::check_reach(&self.state, ext.get(), &r.name, None)?;
-        self.state
-            .experiments
-            .delete(&r.name)
-            .map_err(ApiError::from)?;
+        ab::delete(&self.state, &r.name).await?;
         Ok(Response::new(pb::DeleteExperimentResponse {}))
     }
 

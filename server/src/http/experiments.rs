@@ -112,7 +112,7 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
     ab::check_reach(&s, principal(&ext), &name, None)?;
-    s.experiments.delete(&name)?;
+    ab::delete(&s, &name).await?;
     Ok(Json(json!({})))
 }
 
