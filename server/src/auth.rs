@@ -227,11 +227,13 @@ struct Principals {
     certificates: Vec<Principal>,
 }
 
-/// What a request presents: its `Authorization` header, and the names of the client
-/// certificate its connection was verified with (mTLS; empty without).
+/// What a request presents: its `Authorization` header (or Qdrant's `api-key`), and the
+/// names of the client certificate its connection was verified with (mTLS; empty without).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Credentials<'a> {
     pub authorization: Option<&'a [u8]>,
+    /// Qdrant's clients send the key as `api-key: <key>` instead.
+    pub api_key: Option<&'a [u8]>,
     pub cert_names: &'a [String],
 }
 
@@ -239,6 +241,7 @@ impl<'a> Credentials<'a> {
     pub fn bearer(authorization: Option<&'a [u8]>) -> Credentials<'a> {
         Credentials {
             authorization,
+            api_key: None,
             cert_names: &[],
         }
     }
@@ -246,6 +249,7 @@ impl<'a> Credentials<'a> {
     fn of(headers: &'a HeaderMap, ext: &'a http::Extensions) -> Credentials<'a> {
         Credentials {
             authorization: authorization(headers),
+            api_key: headers.get("api-key").map(HeaderValue::as_bytes),
             cert_names: ext
                 .get::<crate::listen::Peer>()
                 .map_or(&[][..], |p| &p.cert_names[..]),
@@ -530,7 +534,13 @@ impl Auth {
     /// constant time, whatever matches first.
     pub fn authenticate(&self, creds: Credentials<'_>) -> Result<Principal, Denied> {
         let unauthenticated = |why: &str| Denied::Unauthenticated(why.to_owned());
-        let Some(value) = creds.authorization else {
+        let (value, scheme) = match (creds.authorization, creds.api_key) {
+            (Some(v), _) => (Some(v), true),
+            // Qdrant's header: the key (or token) itself, no scheme.
+            (None, Some(k)) => (Some(k), false),
+            (None, None) => (None, false),
+        };
+        let Some(value) = value else {
             if let Some(first) = creds.cert_names.first() {
                 let principals = self.keys.load();
                 return creds
@@ -548,14 +558,18 @@ impl Auth {
                 "missing credentials: send 'Authorization: Bearer <API key or token>'",
             ));
         };
-        let token = value
-            .strip_prefix(b"Bearer ")
-            .or_else(|| value.strip_prefix(b"bearer "))
-            .ok_or_else(|| {
-                unauthenticated(
-                    "unsupported authorization scheme: send 'Authorization: Bearer <API key or token>'",
-                )
-            })?;
+        let token = if scheme {
+            value
+                .strip_prefix(b"Bearer ")
+                .or_else(|| value.strip_prefix(b"bearer "))
+                .ok_or_else(|| {
+                    unauthenticated(
+                        "unsupported authorization scheme: send 'Authorization: Bearer <API key or token>'",
+                    )
+                })?
+        } else {
+            value
+        };
         if token.len() > MAX_TOKEN_BYTES {
             return Err(Denied::Unauthenticated(format!(
                 "credentials of {} bytes: at most {MAX_TOKEN_BYTES}",
@@ -1407,8 +1421,15 @@ pub fn http_need(method: &Method, route: Option<&str>) -> Need {
             | "/v1/embeddings"
             | "/api/collections/{c}/search"
             | "/api/collections/{c}/search/batch"
-            | "/api/features/get-online-features",
+            | "/api/features/get-online-features"
+            // Qdrant's reads that are POSTs: retrieve, search, query.
+            | "/collections/{c}/points"
+            | "/collections/{c}/points/search"
+            | "/collections/{c}/points/query",
         ) => Need::Scope(Scope::Infer),
+        ("PUT", "/collections/{c}/points") | ("POST", "/collections/{c}/points/delete") => {
+            Need::Scope(Scope::Write)
+        }
         (
             "POST" | "PUT",
             "/api/feedback"
@@ -1536,7 +1557,7 @@ fn target(route: &str) -> Target {
                 .is_some_and(|r| r.starts_with('/'))
     };
     match route {
-        "/v2" | "/v2/health/live" | "/v2/health/ready" | "/api/routes" => Target::Nothing,
+        "/" | "/v2" | "/v2/health/live" | "/v2/health/ready" | "/api/routes" => Target::Nothing,
         _ if under("/api/keys") => Target::Unrestricted,
         "/api/models"
         | "/api/collections"
@@ -1544,6 +1565,7 @@ fn target(route: &str) -> Target {
         | "/api/drift"
         | "/api/experiments"
         | "/v1/models"
+        | "/collections"
         | "/v2/models/stats"
         | "/v2/repository/index" => Target::List,
         _ if under("/v2/models/{m}") || under("/v2/repository/models/{m}") => {
@@ -1552,7 +1574,9 @@ fn target(route: &str) -> Target {
         _ if under("/api/models/{name}") => Target::Path(Kind::Model, "name"),
         "/v1/models/{model}" => Target::Path(Kind::Model, "model"),
         _ if under("/api/drift/{model}") => Target::Path(Kind::Model, "model"),
-        _ if under("/api/collections/{c}") => Target::Path(Kind::Collection, "c"),
+        _ if under("/api/collections/{c}") || under("/collections/{c}") => {
+            Target::Path(Kind::Collection, "c")
+        }
         _ if under("/api/feature-views/{name}") => Target::Path(Kind::FeatureView, "name"),
         "/v1/embeddings"
         | "/api/features/get-online-features"

@@ -281,6 +281,10 @@ pub async fn serve(
             Arc::clone(&collections),
             cfg.max_request_bytes,
         ))
+        .merge(http::qdrant::router(
+            Arc::clone(&collections),
+            cfg.max_request_bytes,
+        ))
         .merge(http::features::router_with_limit(
             Arc::clone(&features),
             cfg.max_request_bytes,

@@ -50,7 +50,12 @@ fn rest_need(method: &str, path: &str) -> Option<&'static str> {
             | "/api/feature-views"
             | "/api/feature-views/{name}"
             | "/v1/models"
-            | "/v1/models/{model}",
+            | "/v1/models/{model}"
+            | "/"
+            | "/collections"
+            | "/collections/{c}"
+            | "/collections/{c}/exists"
+            | "/collections/{c}/points/{id}",
         ) => "infer",
         (
             "POST",
@@ -60,15 +65,19 @@ fn rest_need(method: &str, path: &str) -> Option<&'static str> {
             | "/v1/embeddings"
             | "/api/collections/{c}/search"
             | "/api/collections/{c}/search/batch"
-            | "/api/features/get-online-features",
+            | "/api/features/get-online-features"
+            | "/collections/{c}/points"
+            | "/collections/{c}/points/search"
+            | "/collections/{c}/points/query",
         ) => "infer",
-        ("PUT", "/api/collections/{c}/points")
+        ("PUT", "/api/collections/{c}/points" | "/collections/{c}/points")
         | (
             "POST",
             "/api/collections/{c}/points/delete"
             | "/api/features/push"
             | "/api/features/write-to-online-store"
-            | "/api/feedback",
+            | "/api/feedback"
+            | "/collections/{c}/points/delete",
         ) => "write",
         (
             "POST",
@@ -88,6 +97,7 @@ fn rest_need(method: &str, path: &str) -> Option<&'static str> {
             | "/api/drift/{model}"
             | "/api/drift/{model}/reference"
             | "/api/collections/{c}"
+            | "/collections/{c}"
             | "/api/feature-views/{name}",
         ) => "admin",
         (
@@ -100,7 +110,8 @@ fn rest_need(method: &str, path: &str) -> Option<&'static str> {
             | "/api/drift/{model}/reference"
             | "/api/collections/{c}"
             | "/api/feature-views/{name}"
-            | "/api/keys/{name}",
+            | "/api/keys/{name}"
+            | "/collections/{c}",
         ) => "admin",
         _ => return None,
     })

@@ -12,6 +12,7 @@ pub mod experiments;
 pub mod features;
 pub mod keys;
 pub mod models;
+pub mod qdrant;
 pub mod v2;
 
 use std::sync::Arc;
