@@ -331,3 +331,30 @@ pub fn mlp_grpc_request(x: f32) -> server::proto::inference::ModelInferRequest {
         ..Default::default()
     }
 }
+
+/// Creates the feature view `users` (join key `user_id`, feature `n`: int64) fed by the
+/// Kafka topic `users`, and sends that topic one event: `u1` has `n`.
+pub async fn feed_users_view(srv: &Server, tansu: &feature_store::testkit::Tansu, n: i64) {
+    let r = reqwest::Client::new()
+        .put(srv.url("/api/feature-views/users"))
+        .json(&serde_json::json!({"entities": ["user_id"], "ttl": "1h",
+            "features": [{"name": "n", "type": "int64"}],
+            "source": {"topic": "users", "timestamp_field": "ts"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    feature_store::testkit::produce(
+        &tansu.producer(),
+        "users",
+        "u1",
+        serde_json::json!({"user_id": "u1", "ts": ts, "n": n})
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+}

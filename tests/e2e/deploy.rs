@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use feature_store::testkit::{Tansu, produce};
+use feature_store::testkit::Tansu;
 use serde_json::json;
 
 use crate::common::{self, Server};
@@ -103,28 +103,7 @@ async fn every_metric_the_dashboard_alerts_and_autoscaling_name_is_exported() {
         .await;
     assert_eq!(code, 400);
     // Kafka ingestion into a view.
-    let r = c
-        .put(srv.url("/api/feature-views/users"))
-        .json(&json!({"entities": ["user_id"], "ttl": "1h",
-            "features": [{"name": "n", "type": "int64"}],
-            "source": {"topic": "users", "timestamp_field": "ts"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64;
-    produce(
-        &tansu.producer(),
-        "users",
-        "u1",
-        json!({"user_id": "u1", "ts": ts, "n": 1})
-            .to_string()
-            .as_bytes(),
-    )
-    .await;
+    common::feed_users_view(&srv, &tansu, 1).await;
     // A vector collection and a search.
     let r = c
         .put(srv.url("/api/collections/docs"))

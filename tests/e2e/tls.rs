@@ -616,7 +616,7 @@ fn kafka_tls_front(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_is_reached_over_tls_with_a_client_certificate() {
-    use feature_store::testkit::{Tansu, produce};
+    use feature_store::testkit::Tansu;
     let dir = tempfile::tempdir().unwrap();
     let path = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
     let ca = ca("kafka test CA");
@@ -659,29 +659,7 @@ async fn kafka_is_reached_over_tls_with_a_client_certificate() {
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let srv = Server::start(repo.path(), &args).await;
-    let c = reqwest::Client::new();
-    let r = c
-        .put(srv.url("/api/feature-views/users"))
-        .json(&json!({"entities": ["user_id"], "ttl": "1h",
-            "features": [{"name": "n", "type": "int64"}],
-            "source": {"topic": "users", "timestamp_field": "ts"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64;
-    produce(
-        &tansu.producer(),
-        "users",
-        "u1",
-        json!({"user_id": "u1", "ts": ts, "n": 42})
-            .to_string()
-            .as_bytes(),
-    )
-    .await;
+    common::feed_users_view(&srv, &tansu, 42).await;
     let read = json!({"features": ["users:n"], "entities": {"user_id": ["u1"]}});
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
