@@ -8,6 +8,8 @@ Serves the digits-sized MLP (tests/fixtures/models/mlp: FP32 [-1,64] -> [-1,10])
     JWKS file) on every request, and over TLS (`https`, a P-256 certificate; wrk's connections
     are kept alive, so this is the record layer's cost, not handshakes); --skip-auth leaves
     the three out,
+  - inferd writing a JSON access-log line per request (--access-log --log-format json, to its
+    log file); --skip-access-log leaves it out,
   - inferd with a drift monitor sampling every request, and one sampling 10% of them (reference
     captured from the first 1,000 sampled rows, 1,000-row windows; --skip-drift leaves them out);
   - inferd with an A/B experiment of two arms running on the model (versions 1 and 2, the same
@@ -467,6 +469,7 @@ def main() -> int:
     ap.add_argument("--skip-experiment", action="store_true", help="leave out the inferd-with-an-experiment rows")
     ap.add_argument("--skip-drift", action="store_true", help="leave out the inferd-with-a-drift-monitor row")
     ap.add_argument("--skip-auth", action="store_true", help="leave out the inferd-with-an-API-key row")
+    ap.add_argument("--skip-access-log", action="store_true", help="leave out the inferd-with-an-access-log row")
     ap.add_argument("--out-dir", type=Path, default=None, help="where the report and logs go (default $INFERD_CACHE/bench/load-<timestamp>)")
     args = ap.parse_args()
     concs = [int(c) for c in args.concurrency.split(",")]
@@ -555,6 +558,10 @@ def main() -> int:
             cert, key = bench_certificate(work)
             servers.append(inferd_server("inferd-tls", "inferd (TLS)", "repo-batching",
                                          ["--no-auth", "--tls-cert", str(cert), "--tls-key", str(key)], scheme="https"))
+        if not args.skip_access_log:
+            # A JSON access-log line per request, written to the server's log file.
+            servers.append(inferd_server("inferd-access-log", "inferd (access log)", "repo-batching",
+                                         ["--no-auth", "--access-log", "--log-format", "json"]))
         if not args.skip_experiment:
             exp = inferd_server("inferd-experiment", "inferd (experiment, 2 arms)", "repo-experiment")
             base = exp.infer_url.split("/v2/")[0]
@@ -787,6 +794,7 @@ def render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, start
     AUTH = "inferd (API key)"
     JWT = "inferd (JWT, RS256)"
     TLS = "inferd (TLS)"
+    ACCESS = "inferd (access log)"
     out = io.StringIO()
     p = lambda s="": print(s, file=out)  # noqa: E731
     p(f"### Load benchmark, {started:%Y-%m-%d %H:%M} UTC")
@@ -808,13 +816,14 @@ def render(rows, concs, top, hist_on, hist_off, pa_summaries, agree, args, start
     p()
     p("Ratios of request rates (wrk, REST JSON):")
     p()
-    p("| conns | inferd / bare axum | inferd / MLServer | batching on / off | inferd off / bare axum | experiment (2 versions) / none | experiment (1 version) / none | drift, every request / none | drift, 10% / none | API key / none | JWT / none | TLS / none |")
-    p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    p("| conns | inferd / bare axum | inferd / MLServer | batching on / off | inferd off / bare axum | experiment (2 versions) / none | experiment (1 version) / none | drift, every request / none | drift, 10% / none | API key / none | JWT / none | TLS / none | access log / none |")
+    p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in concs:
-        on, off, bare, mls, exp, exp1, dr, dr10, au, jw, tl = (find(s, W, c) for s in (ON, OFF, BARE, MLS, EXP, EXP1, DRIFT, DRIFT10, AUTH, JWT, TLS))
+        on, off, bare, mls, exp, exp1, dr, dr10, au, jw, tl, al = (find(s, W, c) for s in (ON, OFF, BARE, MLS, EXP, EXP1, DRIFT, DRIFT10, AUTH, JWT, TLS, ACCESS))
         p(f"| {c} | {fmt(ratio(on, bare), '.2f')} | {fmt(ratio(on, mls), '.1f', '×')} | {fmt(ratio(on, off), '.2f')} | "
           f"{fmt(ratio(off, bare), '.2f')} | {fmt(ratio(exp, on), '.2f')} | {fmt(ratio(exp1, on), '.2f')} | {fmt(ratio(dr, on), '.2f')} | "
-          f"{fmt(ratio(dr10, on), '.2f')} | {fmt(ratio(au, on), '.2f')} | {fmt(ratio(jw, on), '.2f')} | {fmt(ratio(tl, on), '.2f')} |")
+          f"{fmt(ratio(dr10, on), '.2f')} | {fmt(ratio(au, on), '.2f')} | {fmt(ratio(jw, on), '.2f')} | {fmt(ratio(tl, on), '.2f')} | "
+          f"{fmt(ratio(al, on), '.2f')} |")
     p()
     on, bare, mls = find(ON, W, top), find(BARE, W, top), find(MLS, W, top)
     r_bare, r_mls = ratio(on, bare), ratio(on, mls)
