@@ -1425,7 +1425,9 @@ pub fn http_need(method: &Method, route: Option<&str>) -> Need {
             // Qdrant's reads that are POSTs: retrieve, search, query.
             | "/collections/{c}/points"
             | "/collections/{c}/points/search"
-            | "/collections/{c}/points/query",
+            | "/collections/{c}/points/query"
+            | "/collections/{c}/points/scroll"
+            | "/collections/{c}/points/count",
         ) => Need::Scope(Scope::Infer),
         ("PUT", "/collections/{c}/points") | ("POST", "/collections/{c}/points/delete") => {
             Need::Scope(Scope::Write)

@@ -68,7 +68,9 @@ fn rest_need(method: &str, path: &str) -> Option<&'static str> {
             | "/api/features/get-online-features"
             | "/collections/{c}/points"
             | "/collections/{c}/points/search"
-            | "/collections/{c}/points/query",
+            | "/collections/{c}/points/query"
+            | "/collections/{c}/points/scroll"
+            | "/collections/{c}/points/count",
         ) => "infer",
         ("PUT", "/api/collections/{c}/points" | "/collections/{c}/points")
         | (

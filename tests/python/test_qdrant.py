@@ -1,7 +1,8 @@
 """Qdrant's own Python client (qdrant-client 1.20, REST) against inferd's Qdrant-compatible
 routes, unchanged but for its URL and an inferd key as its `api_key`: collections created,
 described, listed and dropped; points upserted (as points and as a batch), retrieved and
-deleted; queries by vector, with payload filters, offsets and thresholds, and by point id;
+deleted (by ids and by filter), scrolled and counted; queries by vector, with payload
+filters, offsets and thresholds, and by point id;
 every answer checked against a brute-force search in NumPy. Refusals arrive as the client's
 own exception with inferd's message."""
 
@@ -107,6 +108,24 @@ def test_a_collection_round_trip_matches_brute_force(client, distance, metric):
     np.testing.assert_allclose(next(r for r in recs if r.id == 3).vector, stored, rtol=1e-5)
     client.delete(name, points_selector=models.PointIdsList(points=[3]))
     assert [r.id for r in client.retrieve(name, ids=[3, 4])] == [4]
+    # Scroll: every Rome point, in id order, in pages; count agrees.
+    seen, offset = [], None
+    while True:
+        page, offset = client.scroll(name, scroll_filter=flt, limit=40, offset=offset,
+                                     with_payload=True)
+        seen.extend(p.id for p in page)
+        assert all(p.payload["city"] == "rome" for p in page)
+        if offset is None:
+            break
+    rome = [i for i in range(300) if cities[i % 3] == "rome" and i != 3]
+    assert seen == rome
+    assert client.count(name, count_filter=flt).count == len(rome)
+    assert client.count(name).count == 299
+    # Delete by filter: the Oslo points go, the rest stay.
+    oslo = models.Filter(must=[models.FieldCondition(key="city", match=models.MatchValue(value="oslo"))])
+    client.delete(name, points_selector=models.FilterSelector(filter=oslo))
+    assert client.count(name, count_filter=oslo).count == 0
+    assert client.count(name).count == 299 - sum(1 for i in range(300) if cities[i % 3] == "oslo" and i != 3)
     names = [c.name for c in client.get_collections().collections]
     assert name in names
     client.delete_collection(name)

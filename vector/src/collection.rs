@@ -29,6 +29,9 @@ use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::point::{PointId, PointInput, Record, UpdateResult, check_payload};
 use crate::search::{MAX_K, ScoredPoint, SearchRequest, TopK};
+
+/// Most points one [`Collection::scroll`] page returns.
+pub const MAX_SCROLL: usize = 10_000;
 use crate::snapshot;
 use crate::wal::{Op, Replayed, Wal};
 
@@ -526,6 +529,69 @@ impl Collection {
             id: id.clone(),
             payload: st.payloads[slot].clone(),
             vector: with_vector.then(|| st.vector(slot).to_vec()),
+        })
+    }
+
+    /// A page of the live points that pass `filter`, in id order (numbers before strings),
+    /// starting at `from` (inclusive), at most `limit`; and the id the next page starts at.
+    /// Scans every point (a filtered scroll has no index to use): for paging through a
+    /// collection and for deletes by filter, not the request path.
+    pub fn scroll(
+        &self,
+        filter: Option<&Filter>,
+        from: Option<&PointId>,
+        limit: usize,
+        with_payload: bool,
+        with_vector: bool,
+    ) -> Result<(Vec<Record>, Option<PointId>)> {
+        self.check_alive()?;
+        if limit == 0 || limit > MAX_SCROLL {
+            return Err(Error::InvalidRequest(format!(
+                "limit must be in 1..={MAX_SCROLL}, got {limit}"
+            )));
+        }
+        let st = self.read();
+        let mut slots: Vec<usize> = st
+            .by_id
+            .iter()
+            .filter(|(id, _)| from.is_none_or(|f| *id >= f))
+            .map(|(_, &slot)| slot)
+            .filter(|&slot| {
+                st.live[slot]
+                    && filter.is_none_or(|f| f.matches(&st.ids[slot], st.payloads[slot].as_ref()))
+            })
+            .collect();
+        slots.sort_unstable_by(|&a, &b| st.ids[a].cmp(&st.ids[b]));
+        let next = slots.get(limit).map(|&s| st.ids[s].clone());
+        let page = slots
+            .into_iter()
+            .take(limit)
+            .map(|slot| Record {
+                id: st.ids[slot].clone(),
+                payload: if with_payload {
+                    st.payloads[slot].clone()
+                } else {
+                    None
+                },
+                vector: with_vector.then(|| st.vector(slot).to_vec()),
+            })
+            .collect();
+        Ok((page, next))
+    }
+
+    /// How many live points pass `filter` (all of them without one).
+    pub fn count(&self, filter: Option<&Filter>) -> Result<usize> {
+        self.check_alive()?;
+        let st = self.read();
+        Ok(match filter {
+            None => st.by_id.len(),
+            Some(f) => st
+                .by_id
+                .values()
+                .filter(|&&slot| {
+                    st.live[slot] && f.matches(&st.ids[slot], st.payloads[slot].as_ref())
+                })
+                .count(),
         })
     }
 

@@ -314,6 +314,26 @@ impl Store {
         self.inner.get(name)?.get(id, with_vector)
     }
 
+    /// [`Collection::scroll`].
+    pub fn scroll(
+        &self,
+        name: &str,
+        filter: Option<&crate::Filter>,
+        from: Option<&PointId>,
+        limit: usize,
+        with_payload: bool,
+        with_vector: bool,
+    ) -> Result<(Vec<Record>, Option<PointId>)> {
+        self.inner
+            .get(name)?
+            .scroll(filter, from, limit, with_payload, with_vector)
+    }
+
+    /// [`Collection::count`].
+    pub fn count(&self, name: &str, filter: Option<&crate::Filter>) -> Result<usize> {
+        self.inner.get(name)?.count(filter)
+    }
+
     pub fn search(&self, name: &str, req: SearchRequest) -> Result<Vec<ScoredPoint>> {
         self.inner.get(name)?.search(req)
     }

@@ -10,15 +10,15 @@
 //! | PUT | `/collections/{c}/points` | upsert (`points` list or `batch` columns) |
 //! | POST | `/collections/{c}/points` | retrieve by ids |
 //! | GET | `/collections/{c}/points/{id}` | one point |
-//! | POST | `/collections/{c}/points/delete` | delete by ids |
+//! | POST | `/collections/{c}/points/delete` | delete by ids, or by filter |
+//! | POST | `/collections/{c}/points/scroll`, `.../count` | page through / count, filtered |
 //! | POST | `/collections/{c}/points/search` | nearest to a vector (the pre-1.10 search) |
 //! | POST | `/collections/{c}/points/query` | `query`: a vector, `{"nearest": vector}` or a point id |
 //!
 //! Answers are Qdrant's envelope (`{"result", "status": "ok", "time"}`), errors its
 //! `{"status": {"error"}}`. Distances: `Cosine` and `Dot` (scores, higher is closer) and
-//! `Euclid` (the distance, lower is closer), as Qdrant scores them. Named and sparse vectors,
-//! filters on deletes, and the other query kinds (recommend, fusion, ...) are refused with a
-//! message saying so. Fields Qdrant's clients send that have no meaning here (shards,
+//! `Euclid` (the distance, lower is closer), as Qdrant scores them. Named and sparse vectors
+//! and the other query kinds (recommend, fusion, ...) are refused with a message saying so. Fields Qdrant's clients send that have no meaning here (shards,
 //! replication, optimizer settings, `wait`) are accepted and ignored.
 
 use std::sync::Arc;
@@ -95,6 +95,8 @@ pub fn router(store: Arc<Store>, max_request_bytes: usize) -> axum::Router {
         .at("/collections/{c}/points/delete", post(delete))
         .at("/collections/{c}/points/search", post(search))
         .at("/collections/{c}/points/query", post(query))
+        .at("/collections/{c}/points/scroll", post(scroll))
+        .at("/collections/{c}/points/count", post(count))
         .with_state(Ctx {
             store,
             limit: max_request_bytes,
@@ -403,21 +405,103 @@ struct DeleteBody {
 async fn delete(State(ctx): St, Path(c): Path<String>, b: Body) -> Answer {
     let t = Instant::now();
     let req: DeleteBody = body(&ctx, b).await?;
-    let ids = match (req.points, req.filter) {
-        (Some(ids), None) => ids,
-        (None, Some(_)) => {
-            return Err(bad(
-                "deleting by filter is not supported: list the point ids ({\"points\": [...]})",
-            ));
-        }
-        _ => return Err(bad("give 'points': [ids]")),
+    let filter = match (&req.points, req.filter) {
+        (Some(_), None) => None,
+        (None, Some(f)) => Some(filter(f)?),
+        _ => return Err(bad("give either 'points': [ids] or a 'filter'")),
     };
     let store = Arc::clone(&ctx.store);
-    let r = blocking(move || store.delete_points(&c, ids)).await?;
+    let r = blocking(move || {
+        let ids = match (req.points, filter) {
+            (Some(ids), _) => ids,
+            // The matching ids, then their delete: a point written between the two is kept.
+            (None, f) => {
+                let mut ids = Vec::new();
+                let mut from = None;
+                loop {
+                    let (page, next) = store.scroll(
+                        &c,
+                        f.as_ref(),
+                        from.as_ref(),
+                        vector::collection::MAX_SCROLL,
+                        false,
+                        false,
+                    )?;
+                    ids.extend(page.into_iter().map(|r| r.id));
+                    match next {
+                        Some(n) => from = Some(n),
+                        None => break,
+                    }
+                }
+                ids
+            }
+        };
+        store.delete_points(&c, ids)
+    })
+    .await?;
     ok(
         json!({ "operation_id": r.operation_id, "status": "completed" }),
         t,
     )
+}
+
+fn filter(v: Value) -> Result<vector::Filter, QdrantError> {
+    serde_json::from_value(v).map_err(|e| bad(format!("filter: {e}")))
+}
+
+#[derive(Deserialize)]
+struct ScrollBody {
+    #[serde(default)]
+    filter: Option<Value>,
+    #[serde(default = "ten")]
+    limit: usize,
+    /// The id the page starts at (the previous page's `next_page_offset`).
+    #[serde(default)]
+    offset: Option<PointId>,
+    #[serde(default)]
+    with_payload: WithPayload,
+    #[serde(default)]
+    with_vector: bool,
+}
+
+async fn scroll(State(ctx): St, Path(c): Path<String>, b: Body) -> Answer {
+    let t = Instant::now();
+    let req: ScrollBody = body(&ctx, b).await?;
+    let f = req.filter.map(filter).transpose()?;
+    let store = Arc::clone(&ctx.store);
+    let (limit, from, with_vector) = (req.limit, req.offset, req.with_vector);
+    let with_payload = req.with_payload.wanted(true);
+    let (page, next) = blocking(move || {
+        store.scroll(
+            &c,
+            f.as_ref(),
+            from.as_ref(),
+            limit,
+            with_payload,
+            with_vector,
+        )
+    })
+    .await?;
+    let points: Vec<Value> = page
+        .into_iter()
+        .map(|r| record(&r.id, req.with_payload.trim(r.payload), r.vector))
+        .collect();
+    ok(json!({ "points": points, "next_page_offset": next }), t)
+}
+
+#[derive(Deserialize)]
+struct CountBody {
+    #[serde(default)]
+    filter: Option<Value>,
+}
+
+async fn count(State(ctx): St, Path(c): Path<String>, b: Body) -> Answer {
+    let t = Instant::now();
+    let req: CountBody = body(&ctx, b).await?;
+    let f = req.filter.map(filter).transpose()?;
+    let store = Arc::clone(&ctx.store);
+    let n = blocking(move || store.count(&c, f.as_ref())).await?;
+    ok(json!({ "count": n }), t)
 }
 
 #[derive(Deserialize, Default)]
@@ -478,11 +562,7 @@ async fn nearest(
     n: Nearest,
     exclude: Option<PointId>,
 ) -> Result<Vec<Value>, QdrantError> {
-    let filter = n
-        .filter
-        .map(serde_json::from_value)
-        .transpose()
-        .map_err(|e| bad(format!("filter: {e}")))?;
+    let filter = n.filter.map(filter).transpose()?;
     let params = n.params.unwrap_or_default();
     let k = n.limit + n.offset + usize::from(exclude.is_some());
     let with_payload = n.with_payload.wanted(false);
