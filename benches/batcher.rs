@@ -5,6 +5,12 @@
 //!   ONNX Runtime, split, reply) — the batcher's overhead is this minus `onnx_mlp/run/1`;
 //! - `batcher_mlp/32_concurrent`: 32 threads submitting at once, so batches form; time for
 //!   all 32 responses;
+//! - `handoff/*`: the hand-off alone (issue 14): one request through the batcher to a model
+//!   that returns its input (`trivial_model_blocking`: the caller blocks on the result, as
+//!   the gRPC path's worker does; `trivial_model_async`: a tokio task awaits it, as a REST
+//!   handler does), beside the floor of any cross-thread hand-off on the machine: a request
+//!   and its reply over std channels to a thread that does nothing
+//!   (`bare_thread_round_trip`);
 //! - `v2_json/decode_mlp_request` and `v2_json/encode_mlp_response`: the REST JSON codec.
 //!
 //! `cargo bench --bench batcher` (after `. scripts/env.sh`, which provides ONNX Runtime).
@@ -116,6 +122,66 @@ fn batcher(c: &mut Criterion) {
     g.finish();
 }
 
+/// Returns its inputs: what is left of a model once the model is taken out.
+struct Echo;
+
+impl Model for Echo {
+    fn run(&mut self, inputs: &[Tensor]) -> models::Result<Vec<Tensor>> {
+        Ok(inputs.to_vec())
+    }
+}
+
+fn handoff(c: &mut Criterion) {
+    let batcher = Batcher::start(
+        "echo",
+        "1",
+        vec![Box::new(Echo)],
+        BatchSettings {
+            max_batch_size: 64,
+            ..Default::default()
+        },
+        Metrics::unregistered().for_version("echo", "1"),
+        Default::default(),
+    )
+    .unwrap();
+    let job = || Job {
+        inputs: vec![rows(1)],
+        rows: 1,
+        priority: None,
+        timeout: None,
+        cost: 1,
+    };
+    let mut g = c.benchmark_group("handoff");
+    g.bench_function("trivial_model_blocking", |b| {
+        b.iter(|| batcher.submit(job()).unwrap().wait().unwrap())
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    g.bench_function("trivial_model_async", |b| {
+        b.iter(|| rt.block_on(async { batcher.submit(job()).unwrap().await.unwrap() }))
+    });
+    // The floor: a message to a waiting thread and its answer back, nothing else.
+    let (to_worker, inbox) = std::sync::mpsc::channel::<std::sync::mpsc::Sender<Tensor>>();
+    let worker = std::thread::spawn(move || {
+        let t = rows(1);
+        for reply in inbox {
+            let _ = reply.send(t.clone());
+        }
+    });
+    g.bench_function("bare_thread_round_trip", |b| {
+        b.iter(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            to_worker.send(tx).unwrap();
+            rx.recv().unwrap()
+        })
+    });
+    g.finish();
+    drop(to_worker);
+    worker.join().unwrap();
+}
+
 fn json_codec(c: &mut Criterion) {
     let body = serde_json::json!({
         "inputs": [{ "name": "input", "shape": [1, 64], "datatype": "FP32",
@@ -156,6 +222,6 @@ fn json_codec(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = onnx_direct, batcher, json_codec
+    targets = onnx_direct, batcher, handoff, json_codec
 }
 criterion_main!(benches);
