@@ -939,6 +939,22 @@ async fn restricted_principals_reach_only_their_models_and_collections() {
     }
     let (_, cols) = as_team(M::GET, "/api/collections", None).await;
     assert!(cols.contains("docs") && !cols.contains("secret"), "{cols}");
+    // The same on Qdrant's paths (the client sends its key as `api-key`).
+    let qdrant = |path: &str| {
+        c.get(srv.url(path))
+            .header("api-key", "team-secret-1")
+            .send()
+    };
+    let r = qdrant("/collections").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let cols = r.text().await.unwrap();
+    assert!(cols.contains("docs") && !cols.contains("secret"), "{cols}");
+    assert_eq!(qdrant("/collections/docs").await.unwrap().status(), 200);
+    assert_eq!(qdrant("/collections/secret").await.unwrap().status(), 403);
+    assert_eq!(
+        qdrant("/collections/secret/exists").await.unwrap().status(),
+        403
+    );
     let points = json!({"points": [{"id": 1, "vector": [0.1, 0.2, 0.3, 0.4]}]});
     assert_eq!(
         as_team(M::PUT, "/api/collections/docs/points", Some(points.clone()))
