@@ -276,6 +276,22 @@ async fn collections_over_rest_and_grpc() {
             .await,
         299.0
     );
+    // Memory: reported per collection and per point, and at least the raw vectors.
+    let (_, info) = get(&srv, "/api/collections/docs").await;
+    let (bytes, per_point) = (
+        info["memory_bytes"].as_u64().unwrap(),
+        info["bytes_per_point"].as_u64().unwrap(),
+    );
+    let (dim, points) = (
+        info["dim"].as_u64().unwrap(),
+        info["points"].as_u64().unwrap(),
+    );
+    assert_eq!(per_point, bytes / points, "{info}");
+    assert!(per_point >= dim * 4, "{info}");
+    let gauge = srv
+        .metric("inferd_vector_memory_bytes", &[("collection", "docs")])
+        .await;
+    assert!(gauge >= (points * dim * 4) as f64, "{gauge} for {info}");
     assert!(
         srv.metric("inferd_vector_searches_total", &[("collection", "docs")])
             .await

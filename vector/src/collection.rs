@@ -76,6 +76,9 @@ pub struct CollectionInfo {
     /// Estimated resident memory: vectors (three times: the slot store, hnsw_rs's copy and the
     /// frozen graph's), graph links, payloads, the id map.
     pub memory_bytes: u64,
+    /// `memory_bytes` per live point (0 when empty): what a point costs beside its
+    /// `dim × 4` bytes of raw vector.
+    pub bytes_per_point: u64,
     /// A background rebuild (compaction) is running.
     pub rebuilding: bool,
     /// The last operation's sequence number.
@@ -341,6 +344,25 @@ impl Collection {
         let seq = lock(&self.writer).seq;
         let st = self.read();
         let indexed = st.index.len();
+        let memory_bytes = self.memory_bytes(&st);
+        let points = st.len() - st.dead;
+        CollectionInfo {
+            name: self.name.clone(),
+            params: self.params.clone(),
+            points,
+            deleted: st.dead,
+            indexed,
+            frozen: st.index.frozen_len(),
+            memory_bytes,
+            bytes_per_point: memory_bytes.checked_div(points as u64).unwrap_or(0),
+            rebuilding: self.rebuilding.load(Ordering::Relaxed),
+            operation_id: seq,
+        }
+    }
+
+    /// The estimate [`CollectionInfo::memory_bytes`] reports.
+    fn memory_bytes(&self, st: &State) -> u64 {
+        let indexed = st.index.len();
         let dim = self.params.dim as u64;
         // hnsw_rs keeps per point a struct with 16 layer lists and an Arc'd, locked neighbour
         // table (~0.5 KiB), and per link an Arc'd entry (~40 bytes); 2m links on layer 0. The
@@ -348,17 +370,7 @@ impl Collection {
         let graph = indexed as u64 * (512 + 2 * self.params.m as u64 * 40 + dim * 4)
             + st.index.frozen_bytes() as u64;
         let slots = st.len() as u64 * (dim * 4 + 64) + st.by_id.len() as u64 * 64;
-        CollectionInfo {
-            name: self.name.clone(),
-            params: self.params.clone(),
-            points: st.len() - st.dead,
-            deleted: st.dead,
-            indexed,
-            frozen: st.index.frozen_len(),
-            memory_bytes: graph + slots + st.payload_bytes as u64,
-            rebuilding: self.rebuilding.load(Ordering::Relaxed),
-            operation_id: seq,
-        }
+        graph + slots + st.payload_bytes as u64
     }
 
     fn update_gauges(&self, st: &State) {
@@ -375,6 +387,10 @@ impl Collection {
             .unfrozen
             .with_label_values(&l)
             .set(st.len().saturating_sub(st.index.frozen_len()) as i64);
+        self.metrics
+            .memory
+            .with_label_values(&l)
+            .set(i64::try_from(self.memory_bytes(st)).unwrap_or(i64::MAX));
     }
 
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {

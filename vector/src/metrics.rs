@@ -17,6 +17,9 @@ pub struct Metrics {
     /// Points written since the last freeze, searched by exact scan
     /// (`inferd_vector_unfrozen_points`).
     pub unfrozen: IntGaugeVec,
+    /// Estimated resident memory of a collection (`inferd_vector_memory_bytes`), as
+    /// `GET /api/collections/{c}` reports it.
+    pub memory: IntGaugeVec,
     /// Graph freezes (`inferd_vector_freezes_total`).
     pub freezes: IntCounterVec,
 }
@@ -69,6 +72,13 @@ impl Metrics {
                 ),
                 l,
             )?,
+            memory: IntGaugeVec::new(
+                Opts::new(
+                    "inferd_vector_memory_bytes",
+                    "Estimated resident memory of a collection: vectors, graph links, payloads, ids",
+                ),
+                l,
+            )?,
             freezes: IntCounterVec::new(
                 Opts::new(
                     "inferd_vector_freezes_total",
@@ -85,6 +95,7 @@ impl Metrics {
             r.register(Box::new(m.rebuilds.clone()))?;
             r.register(Box::new(m.unfrozen.clone()))?;
             r.register(Box::new(m.freezes.clone()))?;
+            r.register(Box::new(m.memory.clone()))?;
         }
         Ok(m)
     }
@@ -98,5 +109,6 @@ impl Metrics {
         let _ = self.rebuilds.remove_label_values(&[collection]);
         let _ = self.unfrozen.remove_label_values(&[collection]);
         let _ = self.freezes.remove_label_values(&[collection]);
+        let _ = self.memory.remove_label_values(&[collection]);
     }
 }
