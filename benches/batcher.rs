@@ -10,7 +10,9 @@
 //!   the gRPC path's worker does; `trivial_model_async`: a tokio task awaits it, as a REST
 //!   handler does), beside the floor of any cross-thread hand-off on the machine: a request
 //!   and its reply over std channels to a thread that does nothing
-//!   (`bare_thread_round_trip`);
+//!   (`bare_thread_round_trip`); `trivial_model_call_blocking` and `trivial_model_call_async`
+//!   are the same request through [`Batcher::call`], which runs it on the caller when the
+//!   queue is empty and the instance idle (the REST and gRPC paths since issue 14);
 //! - `v2_json/decode_mlp_request` and `v2_json/encode_mlp_response`: the REST JSON codec.
 //!
 //! `cargo bench --bench batcher` (after `. scripts/env.sh`, which provides ONNX Runtime).
@@ -94,6 +96,9 @@ fn batcher(c: &mut Criterion) {
     g.bench_function("one_request", |b| {
         b.iter(|| batcher.submit(job()).unwrap().wait().unwrap())
     });
+    g.bench_function("one_call", |b| {
+        b.iter(|| batcher.call_blocking(job()).unwrap())
+    });
 
     const CLIENTS: usize = 32;
     g.throughput(Throughput::Elements(CLIENTS as u64));
@@ -161,6 +166,19 @@ fn handoff(c: &mut Criterion) {
         .unwrap();
     g.bench_function("trivial_model_async", |b| {
         b.iter(|| rt.block_on(async { batcher.submit(job()).unwrap().await.unwrap() }))
+    });
+    g.bench_function("trivial_model_call_blocking", |b| {
+        b.iter(|| batcher.call_blocking(job()).unwrap())
+    });
+    // `call` runs inline only on a multi-threaded runtime, where `block_in_place` can move
+    // the runtime's other tasks off the thread: the server's runtime.
+    let mt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    g.bench_function("trivial_model_call_async", |b| {
+        b.iter(|| mt.block_on(async { batcher.call(job()).await.unwrap() }))
     });
     // The floor: a message to a waiting thread and its answer back, nothing else.
     let (to_worker, inbox) = std::sync::mpsc::channel::<std::sync::mpsc::Sender<Tensor>>();

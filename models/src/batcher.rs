@@ -1,5 +1,6 @@
 //! The dynamic batcher: one bounded queue per loaded model version, drained by one worker
-//! thread per model instance.
+//! thread per model instance, and a short cut past the queue for a request that would run
+//! alone at once anyway.
 //!
 //! A request enters with [`Batcher::submit`], which never waits: when the queue already holds
 //! `max_queue_size` requests it fails at once with [`Error::QueueFull`] (429 /
@@ -13,8 +14,18 @@
 //!
 //! The queue is a mutex-guarded set of FIFOs with a condition variable rather than a channel,
 //! because workers need to look past the head (priorities, shape compatibility, deadlines)
-//! and several instances must share one queue. Compute runs on these dedicated threads, never
-//! on the async runtime; the response travels back on a `tokio::sync::oneshot`.
+//! and several instances must share one queue. Queued work runs on these dedicated threads,
+//! never on the async runtime; the response travels back on a `tokio::sync::oneshot`.
+//!
+//! **Caller runs.** Handing a request to a worker thread and being woken back costs two
+//! cross-thread wake-ups (~50 µs on a small VM, more than a small model's whole run), and buys
+//! nothing when the queue is empty and an instance idle: the worker would take the request
+//! alone and run it at once. [`Batcher::call`] then runs it on the caller's own thread instead
+//! (inside `tokio::task::block_in_place`, so the runtime's other tasks move to another
+//! thread), with the same accounting as a queued batch. Instances live in a pool that the
+//! workers and such callers both take from, so a request arriving while one runs inline is
+//! queued and batched with whatever else arrives, exactly as before. A model with a
+//! `max_queue_delay` waits for batch-mates by design and never takes the short cut.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -175,6 +186,21 @@ struct State {
     queues: Vec<VecDeque<Pending>>,
     len: usize,
     closing: bool,
+    /// Model instances not running anything: taken by a worker with its batch, or by a
+    /// caller running its request inline, and given back after.
+    idle: Vec<Box<dyn Model>>,
+}
+
+/// What [`Batcher::admit`] did with a job.
+enum Admitted {
+    Queued(JobReceiver),
+    /// The queue was empty and this instance idle: the caller runs the job, whose answer
+    /// arrives on the receiver.
+    Claimed(
+        Pending,
+        oneshot::Receiver<Result<JobOutput>>,
+        Box<dyn Model>,
+    ),
 }
 
 struct Shared {
@@ -213,17 +239,19 @@ impl Batcher {
                 queues: (0..levels).map(|_| VecDeque::new()).collect(),
                 len: 0,
                 closing: false,
+                idle: instances,
             }),
             wake: Condvar::new(),
             metrics,
             stats,
         });
-        let mut workers = Vec::with_capacity(instances.len());
-        for (i, instance) in instances.into_iter().enumerate() {
+        let n = shared.lock().idle.len();
+        let mut workers = Vec::with_capacity(n);
+        for i in 0..n {
             let shared = Arc::clone(&shared);
             let handle = std::thread::Builder::new()
                 .name(format!("batch-{model}-{version}-{i}"))
-                .spawn(move || worker(&shared, instance))
+                .spawn(move || worker(&shared))
                 .map_err(|e| Error::Load {
                     model: model.to_owned(),
                     message: format!("cannot start a worker thread: {e}"),
@@ -244,6 +272,40 @@ impl Batcher {
 
     /// Queues a job. Never waits: a full queue or a closing batcher is an error at once.
     pub fn submit(&self, job: Job) -> Result<JobReceiver> {
+        match self.admit(job, false)? {
+            Admitted::Queued(rx) => Ok(rx),
+            Admitted::Claimed(..) => unreachable!("admit claims only when asked to"),
+        }
+    }
+
+    /// Runs a job and waits for its result, on the calling task's thread when the queue is
+    /// empty, an instance idle and the model waits for no batch-mates (see the module's
+    /// "caller runs"); otherwise queued as [`Batcher::submit`] does. Inline runs need a
+    /// multi-threaded runtime, where `block_in_place` moves the runtime's other tasks
+    /// elsewhere; on a current-thread runtime every job is queued.
+    pub async fn call(&self, job: Job) -> Result<JobOutput> {
+        let inline = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        match self.admit(job, inline)? {
+            Admitted::Queued(rx) => rx.await,
+            Admitted::Claimed(p, rx, model) => {
+                tokio::task::block_in_place(|| self.shared.run_inline(p, rx, model))
+            }
+        }
+    }
+
+    /// [`Batcher::call`] for a thread outside any async runtime: the job runs on this thread
+    /// when it would run at once anyway, else it is queued and waited for.
+    pub fn call_blocking(&self, job: Job) -> Result<JobOutput> {
+        match self.admit(job, true)? {
+            Admitted::Queued(rx) => rx.wait(),
+            Admitted::Claimed(p, rx, model) => self.shared.run_inline(p, rx, model),
+        }
+    }
+
+    /// Checks a job's priority and the queue's room, then queues it, or, when `claim` is set
+    /// and the job would run alone at once, hands it back with an idle instance to run it on.
+    fn admit(&self, job: Job, claim: bool) -> Result<Admitted> {
         let s = &*self.shared;
         let level = match job.priority {
             None | Some(0) => s.settings.default_priority,
@@ -258,10 +320,21 @@ impl Batcher {
         let timeout = job.timeout.or(s.settings.default_timeout);
         let now = Instant::now();
         let (tx, rx) = oneshot::channel();
+        let pending = Pending {
+            job,
+            enqueued: now,
+            deadline: timeout.map(|t| now + t),
+            reply: tx,
+        };
         {
             let mut st = s.lock();
             if st.closing {
                 return Err(Error::ShuttingDown(s.model.clone()));
+            }
+            if claim && st.len == 0 && s.settings.max_queue_delay.is_zero() {
+                if let Some(model) = st.idle.pop() {
+                    return Ok(Admitted::Claimed(pending, rx, model));
+                }
             }
             if st.len >= s.settings.max_queue_size {
                 drop(st);
@@ -272,21 +345,16 @@ impl Batcher {
                     max_queue_size: s.settings.max_queue_size,
                 });
             }
-            st.queues[level as usize - 1].push_back(Pending {
-                job,
-                enqueued: now,
-                deadline: timeout.map(|t| now + t),
-                reply: tx,
-            });
+            st.queues[level as usize - 1].push_back(pending);
             st.len += 1;
         }
         s.metrics.pending.inc();
         s.wake.notify_one();
-        Ok(JobReceiver {
+        Ok(Admitted::Queued(JobReceiver {
             rx: Some(rx),
             shared: Arc::clone(&self.shared),
             done: false,
-        })
+        }))
     }
 
     /// Stops intake; queued requests still run. Idempotent.
@@ -359,16 +427,26 @@ impl Shared {
         }
     }
 
-    /// Takes the next batch, waiting as the settings say. `None` once closed and drained.
-    fn next_batch(&self) -> Option<Vec<Pending>> {
+    /// Takes the next batch and an instance to run it on, waiting as the settings say (and
+    /// for an instance, while callers run inline on them all). `None` once closed and
+    /// drained; the idle instances are then freed.
+    fn next_batch(&self) -> Option<(Vec<Pending>, Box<dyn Model>)> {
         let mut st = self.lock();
         loop {
             let now = Instant::now();
             self.expire(&mut st, now);
             if st.len == 0 {
                 if st.closing {
+                    let idle = std::mem::take(&mut st.idle);
+                    drop(st);
+                    drop(idle);
                     return None;
                 }
+                st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            if st.idle.is_empty() {
+                // Every instance runs a caller's request; giving one back wakes a worker.
                 st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
@@ -379,8 +457,9 @@ impl Shared {
             if ready {
                 let batch = self.take(&mut st);
                 st.len -= batch.len();
+                let model = st.idle.pop().expect("an idle instance, checked above");
                 self.metrics.pending.sub(batch.len() as i64);
-                return Some(batch);
+                return Some((batch, model));
             }
             let mut until = oldest + self.settings.max_queue_delay;
             if let Some(d) = earliest_deadline {
@@ -455,6 +534,41 @@ impl Shared {
             }
         }
         batch
+    }
+
+    /// Puts an instance back in the pool and wakes a worker if work waits for one. Once the
+    /// batcher is closed and drained nobody needs it: it is freed instead.
+    fn give_back(&self, model: Box<dyn Model>) {
+        let mut st = self.lock();
+        if st.closing && st.len == 0 {
+            drop(st);
+            drop(model);
+            return;
+        }
+        st.idle.push(model);
+        let waiting = st.len > 0;
+        drop(st);
+        if waiting {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Runs one claimed request on the calling thread: the same execution and accounting as
+    /// a batch of one taken from the queue.
+    fn run_inline(
+        &self,
+        pending: Pending,
+        mut rx: oneshot::Receiver<Result<JobOutput>>,
+        mut model: Box<dyn Model>,
+    ) -> Result<JobOutput> {
+        self.run(model.as_mut(), vec![pending]);
+        self.give_back(model);
+        rx.try_recv().unwrap_or_else(|_| {
+            Err(Error::Execution {
+                model: self.model.clone(),
+                message: "the run gave no answer".into(),
+            })
+        })
     }
 
     fn run(&self, model: &mut dyn Model, batch: Vec<Pending>) {
@@ -596,9 +710,10 @@ fn compatible(a: &Job, b: &Job) -> bool {
         .all(|(x, y)| x.shape().get(1..) == y.shape().get(1..))
 }
 
-fn worker(shared: &Shared, mut model: Box<dyn Model>) {
-    while let Some(batch) = shared.next_batch() {
+fn worker(shared: &Shared) {
+    while let Some((batch, mut model)) = shared.next_batch() {
         shared.run(model.as_mut(), batch);
+        shared.give_back(model);
     }
     tracing::debug!(model = %shared.model, version = %shared.version, "batcher worker stopped");
 }
@@ -617,10 +732,16 @@ mod tests {
         batches: Arc<Mutex<Vec<usize>>>,
         gate: Option<Arc<(Mutex<bool>, Condvar)>>,
         runs: Arc<AtomicUsize>,
+        /// The thread each run ran on.
+        threads: Arc<Mutex<Vec<std::thread::ThreadId>>>,
     }
 
     impl Model for Doubler {
         fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+            self.threads
+                .lock()
+                .unwrap()
+                .push(std::thread::current().id());
             self.runs.fetch_add(1, Ordering::SeqCst);
             if let Some(g) = &self.gate {
                 let mut open = g.0.lock().unwrap();
@@ -675,6 +796,7 @@ mod tests {
         batches: Arc<Mutex<Vec<usize>>>,
         gate: Arc<(Mutex<bool>, Condvar)>,
         runs: Arc<AtomicUsize>,
+        threads: Arc<Mutex<Vec<std::thread::ThreadId>>>,
         metrics: VersionMetrics,
     }
 
@@ -682,10 +804,12 @@ mod tests {
         let batches = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new((Mutex::new(!gated), Condvar::new()));
         let runs = Arc::new(AtomicUsize::new(0));
+        let threads = Arc::new(Mutex::new(Vec::new()));
         let model = Doubler {
             batches: batches.clone(),
             gate: Some(gate.clone()),
             runs: runs.clone(),
+            threads: threads.clone(),
         };
         let metrics = Metrics::unregistered().for_version("m", "1");
         let batcher = Batcher::start(
@@ -702,6 +826,7 @@ mod tests {
             batches,
             gate,
             runs,
+            threads,
             metrics,
         }
     }
@@ -945,5 +1070,136 @@ mod tests {
         f.batcher.shutdown();
         recv(running).unwrap();
         assert_eq!(values(&recv(queued).unwrap().outputs[0]), vec![4.0]);
+    }
+
+    #[test]
+    fn an_idle_model_runs_the_call_on_the_callers_thread() {
+        let f = start(
+            BatchSettings {
+                max_batch_size: 8,
+                ..Default::default()
+            },
+            false,
+        );
+        let out = f.batcher.call_blocking(job(&[1.5, 2.0])).unwrap();
+        assert_eq!(values(&out.outputs[0]), vec![3.0, 4.0]);
+        assert_eq!(out.batch_rows, 2);
+        assert_eq!(
+            *f.threads.lock().unwrap(),
+            vec![std::thread::current().id()]
+        );
+        // Counted as any execution is, and nothing left pending.
+        assert_eq!(f.metrics.exec_count.get(), 1);
+        assert_eq!(f.metrics.success.get(), 1);
+        assert_eq!(f.metrics.pending.get(), 0);
+        // The instance went back to the pool: queued work still runs on the worker.
+        let queued = recv(f.batcher.submit(job(&[3.0])).unwrap()).unwrap();
+        assert_eq!(values(&queued.outputs[0]), vec![6.0]);
+        assert_ne!(f.threads.lock().unwrap()[1], std::thread::current().id());
+    }
+
+    #[test]
+    fn requests_overlapping_an_inline_run_still_share_one_execution() {
+        let f = start(
+            BatchSettings {
+                max_batch_size: 8,
+                ..Default::default()
+            },
+            true,
+        );
+        let batcher = Arc::new(f.batcher);
+        let caller = {
+            let b = Arc::clone(&batcher);
+            std::thread::spawn(move || {
+                let id = std::thread::current().id();
+                (id, b.call_blocking(job(&[1.0])).unwrap())
+            })
+        };
+        // The first request holds the only instance, on its caller's thread.
+        wait_until(|| f.runs.load(Ordering::SeqCst) == 1);
+        let rx: Vec<_> = [2.0f32, 3.0]
+            .iter()
+            .map(|v| batcher.submit(job(&[*v])).unwrap())
+            .collect();
+        // One more call while the instance is busy: queued with the others, not run apart.
+        let late = {
+            let b = Arc::clone(&batcher);
+            std::thread::spawn(move || b.call_blocking(job(&[4.0])).unwrap())
+        };
+        wait_until(|| batcher.queued() == 3);
+        open(&f.gate);
+        let (caller_id, first) = caller.join().unwrap();
+        assert_eq!(values(&first.outputs[0]), vec![2.0]);
+        let outs: Vec<_> = rx.into_iter().map(|r| recv(r).unwrap()).collect();
+        let late = late.join().unwrap();
+        assert_eq!(values(&outs[0].outputs[0]), vec![4.0]);
+        assert_eq!(values(&outs[1].outputs[0]), vec![6.0]);
+        assert_eq!(values(&late.outputs[0]), vec![8.0]);
+        assert_eq!(late.batch_rows, 3);
+        assert_eq!(*f.batches.lock().unwrap(), vec![1, 3]);
+        let threads = f.threads.lock().unwrap();
+        assert_eq!(threads[0], caller_id);
+        assert_ne!(threads[1], caller_id, "the batch ran on the worker");
+    }
+
+    #[test]
+    fn a_model_waiting_for_batch_mates_never_runs_on_the_caller() {
+        let f = start(
+            BatchSettings {
+                max_batch_size: 8,
+                max_queue_delay: Duration::from_millis(1),
+                ..Default::default()
+            },
+            false,
+        );
+        f.batcher.call_blocking(job(&[1.0])).unwrap();
+        assert_ne!(f.threads.lock().unwrap()[0], std::thread::current().id());
+    }
+
+    #[test]
+    fn calls_run_inline_on_a_multi_threaded_runtime_and_queue_on_a_current_thread_one() {
+        let f = start(
+            BatchSettings {
+                max_batch_size: 8,
+                ..Default::default()
+            },
+            false,
+        );
+        let batcher = Arc::new(f.batcher);
+        let on_runtime = |rt: tokio::runtime::Runtime| {
+            let b = Arc::clone(&batcher);
+            rt.block_on(async move {
+                tokio::spawn(async move {
+                    let out = b.call(job(&[5.0])).await.unwrap();
+                    (std::thread::current().id(), out)
+                })
+                .await
+                .unwrap()
+            })
+        };
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let (task_thread, out) = on_runtime(multi);
+        assert_eq!(values(&out.outputs[0]), vec![10.0]);
+        assert_eq!(f.threads.lock().unwrap()[0], task_thread);
+
+        let single = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (task_thread, out) = on_runtime(single);
+        assert_eq!(values(&out.outputs[0]), vec![10.0]);
+        assert_ne!(f.threads.lock().unwrap()[1], task_thread);
+    }
+
+    #[test]
+    fn closing_frees_the_instances_once_the_queue_is_drained() {
+        let f = start(BatchSettings::default(), false);
+        f.batcher.call_blocking(job(&[1.0])).unwrap();
+        let shared = Arc::clone(&f.batcher.shared);
+        f.batcher.shutdown();
+        assert!(shared.lock().idle.is_empty());
+        assert!(matches!(shared.lock().closing, true));
     }
 }

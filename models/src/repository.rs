@@ -33,7 +33,7 @@ use arc_swap::ArcSwap;
 
 use crate::backends::candle::{self, SentenceEncoder, TextPrep, TokenCount};
 use crate::backends::onnx::{OnnxModel, OnnxOptions};
-use crate::batcher::{BatchSettings, Batcher, Job, JobReceiver};
+use crate::batcher::{BatchSettings, Batcher, Job, JobOutput, JobReceiver};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::metrics::{FailureReason, Metrics, VersionMetrics};
@@ -106,7 +106,32 @@ impl ServedVersion {
         priority: Option<u32>,
         timeout: Option<Duration>,
     ) -> Result<JobReceiver> {
-        self.submit_counted(inputs, priority, timeout, None)
+        self.batcher
+            .submit(self.job(inputs, priority, timeout, None)?)
+    }
+
+    /// Checks named inputs against the signature, runs them and waits for the outputs: on
+    /// the calling task's thread when nothing is queued and an instance is idle, else through
+    /// the queue ([`Batcher::call`]).
+    pub async fn call(
+        &self,
+        inputs: Vec<(String, Tensor)>,
+        priority: Option<u32>,
+        timeout: Option<Duration>,
+    ) -> Result<JobOutput> {
+        self.call_counted(inputs, priority, timeout, None).await
+    }
+
+    /// [`ServedVersion::call`] with token counts the caller already has.
+    pub async fn call_counted(
+        &self,
+        inputs: Vec<(String, Tensor)>,
+        priority: Option<u32>,
+        timeout: Option<Duration>,
+        counts: Option<&[TokenCount]>,
+    ) -> Result<JobOutput> {
+        let job = self.job(inputs, priority, timeout, counts)?;
+        self.batcher.call(job).await
     }
 
     /// Token counts of a text model's request (`None` for other models), checking the texts.
@@ -120,14 +145,15 @@ impl ServedVersion {
         })
     }
 
-    /// [`ServedVersion::submit`] with token counts the caller already has.
-    pub fn submit_counted(
+    /// A batcher job from named inputs checked against the signature; its cost is the
+    /// request's tokens for text models (`counts`, when the caller has them), else its rows.
+    fn job(
         &self,
         inputs: Vec<(String, Tensor)>,
         priority: Option<u32>,
         timeout: Option<Duration>,
         counts: Option<&[TokenCount]>,
-    ) -> Result<JobReceiver> {
+    ) -> Result<Job> {
         let invalid = |e: Error| {
             self.metrics.failure(FailureReason::Invalid).inc();
             e
@@ -141,7 +167,7 @@ impl ServedVersion {
             (None, Some(counted)) => counted.map_err(invalid)?.iter().map(|c| c.tokens).sum(),
             (None, None) => rows,
         };
-        self.batcher.submit(Job {
+        Ok(Job {
             inputs,
             rows,
             priority,
@@ -1086,9 +1112,8 @@ impl Repository {
             TensorData::Bytes(items),
         )
         .expect("one element per text");
-        let out = served
-            .submit(vec![(candle::INPUT.to_owned(), tensor)], None, None)?
-            .wait()?;
+        let job = served.job(vec![(candle::INPUT.to_owned(), tensor)], None, None, None)?;
+        let out = served.batcher.call_blocking(job)?;
         Ok(out.outputs[0]
             .f32_rows()
             .expect("embeddings are FP32 [n, dim]"))

@@ -272,8 +272,7 @@ async fn run(
         }
     }
     let copied = copy.then(|| req.inputs.clone());
-    let rx = served.submit(req.inputs, req.priority, req.timeout)?;
-    let out = rx.await?;
+    let out = served.call(req.inputs, req.priority, req.timeout).await?;
     Ok((out, selected, parameters, copied))
 }
 

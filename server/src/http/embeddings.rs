@@ -136,13 +136,14 @@ pub async fn embeddings(
                 req.model
             ))
         })??;
-    let rx = served.submit_counted(
-        vec![(models::backends::candle::INPUT.to_owned(), tensor)],
-        None,
-        None,
-        Some(&counts),
-    )?;
-    let out = rx.await?;
+    let out = served
+        .call_counted(
+            vec![(models::backends::candle::INPUT.to_owned(), tensor)],
+            None,
+            None,
+            Some(&counts),
+        )
+        .await?;
     let data: Vec<Value> = out.outputs[0]
         .f32_rows()
         .expect("embeddings are FP32 [n, dim]")
