@@ -331,10 +331,12 @@ impl Batcher {
             if st.closing {
                 return Err(Error::ShuttingDown(s.model.clone()));
             }
-            if claim && st.len == 0 && s.settings.max_queue_delay.is_zero() {
-                if let Some(model) = st.idle.pop() {
-                    return Ok(Admitted::Claimed(pending, rx, model));
-                }
+            if claim
+                && st.len == 0
+                && s.settings.max_queue_delay.is_zero()
+                && let Some(model) = st.idle.pop()
+            {
+                return Ok(Admitted::Claimed(pending, rx, model));
             }
             if st.len >= s.settings.max_queue_size {
                 drop(st);
@@ -1200,6 +1202,6 @@ mod tests {
         let shared = Arc::clone(&f.batcher.shared);
         f.batcher.shutdown();
         assert!(shared.lock().idle.is_empty());
-        assert!(matches!(shared.lock().closing, true));
+        assert!(shared.lock().closing);
     }
 }
