@@ -6,9 +6,9 @@
 //! - `batcher_mlp/32_concurrent`: 32 threads submitting at once, so batches form; time for
 //!   all 32 responses;
 //! - `handoff/*`: the hand-off alone (issue 14): one request through the batcher to a model
-//!   that returns its input (`trivial_model_blocking`: the caller blocks on the result, as
-//!   the gRPC path's worker does; `trivial_model_async`: a tokio task awaits it, as a REST
-//!   handler does), beside the floor of any cross-thread hand-off on the machine: a request
+//!   that returns its input, always queued (`trivial_model_blocking`: the caller blocks on
+//!   the result; `trivial_model_async`: a tokio task awaits it, as the servers did before
+//!   issue 14 and shadow copies still do), beside the floor of any cross-thread hand-off on the machine: a request
 //!   and its reply over std channels to a thread that does nothing
 //!   (`bare_thread_round_trip`); `trivial_model_call_blocking` and `trivial_model_call_async`
 //!   are the same request through [`Batcher::call`], which runs it on the caller when the

@@ -10,6 +10,10 @@ mod keys_cli;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+/// Every Rust allocation of the process (ONNX Runtime's own stay with the C++ runtime's).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "inferd",

@@ -20,17 +20,24 @@
 //! **Caller runs.** Handing a request to a worker thread and being woken back costs two
 //! cross-thread wake-ups (~50 µs on a small VM, more than a small model's whole run), and buys
 //! nothing when the queue is empty and an instance idle: the worker would take the request
-//! alone and run it at once. [`Batcher::call`] then runs it on the caller's own thread instead
-//! (inside `tokio::task::block_in_place`, so the runtime's other tasks move to another
-//! thread), with the same accounting as a queued batch. Instances live in a pool that the
-//! workers and such callers both take from, so a request arriving while one runs inline is
-//! queued and batched with whatever else arrives, exactly as before. A model with a
-//! `max_queue_delay` waits for batch-mates by design and never takes the short cut.
+//! alone and run it at once. [`Batcher::call`] then runs it on the caller's own thread instead,
+//! with the same accounting as a queued batch. A model whose recent inline runs were mostly
+//! short (under [`SHORT_RUN`], tokio's own budget between two awaits) runs right on the async
+//! worker; a longer one runs inside `tokio::task::block_in_place`, which first hands the
+//! worker's other tasks to another thread — itself a wake-up and a thread migration, so it is
+//! only worth paying when the run would otherwise stall those tasks. Requests that arrive
+//! while a caller runs inline find no idle instance and queue; when that run ends, the caller
+//! runs them as one batch before it gives the instance back (the leader of a group commit),
+//! so they are batched without waking a worker thread either, and a worker takes over only
+//! what queues after that. Instances live in one pool that workers and such callers share. A
+//! model with a `max_queue_delay` waits for batch-mates by design and never takes the short
+//! cut.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 use std::thread::JoinHandle;
@@ -43,6 +50,17 @@ use crate::metrics::{FailureReason, VersionMetrics};
 use crate::model::Model;
 use crate::stats::ModelStats;
 use crate::tensor::Tensor;
+
+/// The run time under which [`Batcher::call`] runs a model directly on an async worker
+/// thread, when most of its recent inline runs stayed under it; other models go through
+/// `block_in_place`. Tokio asks tasks to reach an await every 10–100 µs; a model that answers
+/// within this keeps its neighbours' latency within that budget. A median rather than a mean
+/// decides, because on a loaded machine a run's wall time now and then includes its thread
+/// being preempted, which says nothing about the model.
+pub const SHORT_RUN: Duration = Duration::from_micros(50);
+
+/// [`Shared::long_runs`]'s unit: a share of 1.
+const ALL_RUNS: u32 = 1 << 16;
 
 /// How a model version's queue behaves.
 #[derive(Debug, Clone, PartialEq)]
@@ -211,6 +229,10 @@ struct Shared {
     wake: Condvar,
     metrics: VersionMetrics,
     stats: Arc<ModelStats>,
+    /// Share of recent inline runs longer than [`SHORT_RUN`], as a moving average (1/8
+    /// weight for the newest) in units of 1/65536; starts at "all of them" until runs are
+    /// measured.
+    long_runs: AtomicU32,
 }
 
 /// The queue of one model version and its worker threads. Dropping it stops intake; the
@@ -244,6 +266,7 @@ impl Batcher {
             wake: Condvar::new(),
             metrics,
             stats,
+            long_runs: AtomicU32::new(ALL_RUNS),
         });
         let n = shared.lock().idle.len();
         let mut workers = Vec::with_capacity(n);
@@ -281,13 +304,17 @@ impl Batcher {
     /// Runs a job and waits for its result, on the calling task's thread when the queue is
     /// empty, an instance idle and the model waits for no batch-mates (see the module's
     /// "caller runs"); otherwise queued as [`Batcher::submit`] does. Inline runs need a
-    /// multi-threaded runtime, where `block_in_place` moves the runtime's other tasks
-    /// elsewhere; on a current-thread runtime every job is queued.
+    /// multi-threaded runtime: a model whose recent runs took longer than [`SHORT_RUN`] runs
+    /// inside `block_in_place`, which moves the runtime's other tasks elsewhere first. On a
+    /// current-thread runtime every job is queued.
     pub async fn call(&self, job: Job) -> Result<JobOutput> {
         let inline = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         match self.admit(job, inline)? {
             Admitted::Queued(rx) => rx.await,
+            Admitted::Claimed(p, rx, model) if self.shared.runs_short() => {
+                self.shared.run_inline(p, rx, model)
+            }
             Admitted::Claimed(p, rx, model) => {
                 tokio::task::block_in_place(|| self.shared.run_inline(p, rx, model))
             }
@@ -326,6 +353,7 @@ impl Batcher {
             deadline: timeout.map(|t| now + t),
             reply: tx,
         };
+        let wake;
         {
             let mut st = s.lock();
             if st.closing {
@@ -349,9 +377,14 @@ impl Batcher {
             }
             st.queues[level as usize - 1].push_back(pending);
             st.len += 1;
+            // With every instance taken, nobody waits to be woken: a worker checks the queue
+            // before it waits again, and an inline caller runs what queued behind it.
+            wake = !st.idle.is_empty();
         }
         s.metrics.pending.inc();
-        s.wake.notify_one();
+        if wake {
+            s.wake.notify_one();
+        }
         Ok(Admitted::Queued(JobReceiver {
             rx: Some(rx),
             shared: Arc::clone(&self.shared),
@@ -538,6 +571,21 @@ impl Shared {
         batch
     }
 
+    /// The next batch of whatever is queued, for a caller that holds an instance (only models
+    /// without a `max_queue_delay` run inline, so a queued request is always due).
+    fn take_queued(&self) -> Option<Vec<Pending>> {
+        let mut st = self.lock();
+        self.expire(&mut st, Instant::now());
+        if st.len == 0 {
+            return None;
+        }
+        let batch = self.take(&mut st);
+        st.len -= batch.len();
+        drop(st);
+        self.metrics.pending.sub(batch.len() as i64);
+        Some(batch)
+    }
+
     /// Puts an instance back in the pool and wakes a worker if work waits for one. Once the
     /// batcher is closed and drained nobody needs it: it is freed instead.
     fn give_back(&self, model: Box<dyn Model>) {
@@ -556,21 +604,41 @@ impl Shared {
     }
 
     /// Runs one claimed request on the calling thread: the same execution and accounting as
-    /// a batch of one taken from the queue.
+    /// a batch of one taken from the queue. Requests that queued meanwhile (they found the
+    /// instance taken) then run here too, as one batch, instead of waking a worker thread to
+    /// run them and be woken back; whatever queues after that is the workers'.
     fn run_inline(
         &self,
         pending: Pending,
         mut rx: oneshot::Receiver<Result<JobOutput>>,
         mut model: Box<dyn Model>,
     ) -> Result<JobOutput> {
+        let started = Instant::now();
         self.run(model.as_mut(), vec![pending]);
+        if let Some(batch) = self.take_queued() {
+            self.run(model.as_mut(), batch);
+        }
         self.give_back(model);
+        let long = if started.elapsed() > SHORT_RUN {
+            ALL_RUNS
+        } else {
+            0
+        };
+        // Racing updates may lose a sample; the average only steers a choice.
+        let old = self.long_runs.load(Ordering::Relaxed);
+        self.long_runs
+            .store(old - old / 8 + long / 8, Ordering::Relaxed);
         rx.try_recv().unwrap_or_else(|_| {
             Err(Error::Execution {
                 model: self.model.clone(),
                 message: "the run gave no answer".into(),
             })
         })
+    }
+
+    /// Whether most recent inline runs were short enough to run on an async worker directly.
+    fn runs_short(&self) -> bool {
+        self.long_runs.load(Ordering::Relaxed) < ALL_RUNS / 2
     }
 
     fn run(&self, model: &mut dyn Model, batch: Vec<Pending>) {
@@ -1141,7 +1209,10 @@ mod tests {
         assert_eq!(*f.batches.lock().unwrap(), vec![1, 3]);
         let threads = f.threads.lock().unwrap();
         assert_eq!(threads[0], caller_id);
-        assert_ne!(threads[1], caller_id, "the batch ran on the worker");
+        assert_eq!(
+            threads[1], caller_id,
+            "the caller ran what queued behind it"
+        );
     }
 
     #[test]
@@ -1193,6 +1264,80 @@ mod tests {
         let (task_thread, out) = on_runtime(single);
         assert_eq!(values(&out.outputs[0]), vec![10.0]);
         assert_ne!(f.threads.lock().unwrap()[1], task_thread);
+    }
+
+    #[test]
+    fn an_inline_run_of_unknown_length_leaves_the_worker_to_its_other_tasks() {
+        // One async worker: the gated run can only end if the task that opens the gate gets a
+        // thread while the run blocks the caller's, which is what block_in_place provides.
+        let f = start(
+            BatchSettings {
+                max_batch_size: 8,
+                ..Default::default()
+            },
+            true,
+        );
+        let batcher = Arc::new(f.batcher);
+        let (gate, b) = (Arc::clone(&f.gate), Arc::clone(&batcher));
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .build()
+                .unwrap();
+            let out = rt.block_on(async move {
+                tokio::spawn(async move {
+                    tokio::spawn(async move { open(&gate) });
+                    let out = b.call(job(&[3.0])).await.unwrap();
+                    (std::thread::current().id(), out)
+                })
+                .await
+                .unwrap()
+            });
+            let _ = done_tx.send(out);
+        });
+        let answer = done_rx.recv_timeout(Duration::from_secs(60));
+        open(&f.gate); // unblocks a run that starved its neighbour, so the test fails, not hangs
+        let (task_thread, out) = answer.expect("the gate-opening task never ran");
+        assert_eq!(values(&out.outputs[0]), vec![6.0]);
+        assert_eq!(f.threads.lock().unwrap()[0], task_thread, "ran inline");
+    }
+
+    #[test]
+    fn the_choice_of_block_in_place_follows_the_recent_run_times() {
+        let f = start(BatchSettings::default(), true);
+        assert!(
+            !f.batcher.shared.runs_short(),
+            "unknown until a run is measured"
+        );
+        open(&f.gate);
+        for _ in 0..32 {
+            f.batcher.call_blocking(job(&[1.0])).unwrap();
+        }
+        assert!(
+            f.batcher.shared.runs_short(),
+            "the doubler takes microseconds"
+        );
+        // A run now and then held for 1 ms (a preempted thread) changes nothing; runs that
+        // are mostly that long do.
+        let slow_run = || {
+            *f.gate.0.lock().unwrap() = false;
+            let runs = f.runs.load(Ordering::SeqCst);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    wait_until(|| f.runs.load(Ordering::SeqCst) > runs);
+                    std::thread::sleep(Duration::from_millis(1));
+                    open(&f.gate);
+                });
+                f.batcher.call_blocking(job(&[1.0])).unwrap()
+            })
+        };
+        assert_eq!(values(&slow_run().outputs[0]), vec![2.0]);
+        assert!(f.batcher.shared.runs_short(), "one long run in 33");
+        for _ in 0..8 {
+            slow_run();
+        }
+        assert!(!f.batcher.shared.runs_short(), "the last 8 runs were long");
     }
 
     #[test]

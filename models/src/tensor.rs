@@ -174,6 +174,15 @@ impl Tensor {
         out
     }
 
+    /// The wire's raw layout of the data, moving the buffer out when it already is that
+    /// layout (every datatype but `BYTES`).
+    pub fn into_raw(self) -> Vec<u8> {
+        match self.data {
+            TensorData::Raw(b) => b,
+            TensorData::Bytes(_) => self.to_raw(),
+        }
+    }
+
     /// The rows of a 2-D FP32 tensor; `None` for any other datatype or rank.
     pub fn f32_rows(&self) -> Option<Vec<Vec<f32>>> {
         let (TensorData::Raw(b), DataType::Fp32, &[_, dim]) =
@@ -333,6 +342,27 @@ mod tests {
         ));
         assert!(Tensor::new(DataType::Bytes, vec![2], TensorData::Bytes(vec![vec![1]])).is_err());
         assert!(Tensor::new(DataType::Fp32, vec![0, 4], TensorData::Raw(vec![])).is_ok());
+    }
+
+    #[test]
+    fn into_raw_moves_packed_data_and_encodes_bytes() {
+        let t = f32s(vec![2], &[1.0, 2.0]);
+        let expected = t.to_raw();
+        let TensorData::Raw(buf) = t.data() else {
+            unreachable!()
+        };
+        let ptr = buf.as_ptr();
+        let raw = t.into_raw();
+        assert_eq!(raw, expected);
+        assert_eq!(raw.as_ptr(), ptr, "the buffer itself, not a copy");
+        let s = Tensor::new(
+            DataType::Bytes,
+            vec![2],
+            TensorData::Bytes(vec![b"ab".to_vec(), vec![]]),
+        )
+        .unwrap();
+        assert_eq!(s.to_raw(), [2, 0, 0, 0, b'a', b'b', 0, 0, 0, 0]);
+        assert_eq!(s.clone().into_raw(), s.to_raw());
     }
 
     #[test]

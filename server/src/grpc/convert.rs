@@ -122,7 +122,6 @@ pub fn response(r: InferResponse) -> pb::ModelInferResponse {
     let mut outputs = Vec::with_capacity(r.outputs.len());
     let mut raw = Vec::with_capacity(r.outputs.len());
     for (name, t) in r.outputs {
-        raw.push(Bytes::from(t.to_raw()));
         outputs.push(pb::model_infer_response::InferOutputTensor {
             name,
             datatype: t.datatype().as_str().into(),
@@ -130,6 +129,7 @@ pub fn response(r: InferResponse) -> pb::ModelInferResponse {
             parameters: Default::default(),
             contents: None,
         });
+        raw.push(Bytes::from(t.into_raw()));
     }
     pb::ModelInferResponse {
         model_name: r.model_name,
