@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
 MODEL_REPOSITORY = FIXTURES / "models"
 REFERENCE = FIXTURES / "reference.json"
+CACHE = Path(os.environ.get("INFERD_CACHE") or Path.home() / ".cache" / "inferd")
 
 STARTUP_TIMEOUT_S = 60
 SHUTDOWN_TIMEOUT_S = 30
@@ -54,6 +55,14 @@ def server_env():
         except ImportError:
             pass
     return env
+
+
+def minilm_dir():
+    """The sentence encoder scripts/setup.sh installs (all-MiniLM-L6-v2, one version directory)."""
+    d = CACHE / "models" / "all-MiniLM-L6-v2" / "1"
+    if not (d / "model.safetensors").is_file():
+        pytest.fail(f"{d} is missing: run scripts/setup.sh")
+    return d
 
 
 def free_ports(n):

@@ -10,25 +10,14 @@ import json
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import openai
 import pytest
 
-from conftest import FIXTURES, ROOT, launch, stop
+from conftest import CACHE, FIXTURES, ROOT, launch, minilm_dir, stop
 
 KEY = "openai-sdk-test-key"
-
-
-CACHE = Path(os.environ.get("INFERD_CACHE") or Path.home() / ".cache" / "inferd")
-
-
-def minilm_dir():
-    d = CACHE / "models" / "all-MiniLM-L6-v2" / "1"
-    if not (d / "model.safetensors").is_file():
-        pytest.fail(f"{d} is missing: run scripts/setup.sh")
-    return d
 
 
 @pytest.fixture(scope="module")

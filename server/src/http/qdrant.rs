@@ -13,13 +13,16 @@
 //! | POST | `/collections/{c}/points/delete` | delete by ids, or by filter |
 //! | POST | `/collections/{c}/points/scroll`, `.../count` | page through / count, filtered |
 //! | POST | `/collections/{c}/points/search` | nearest to a vector (the pre-1.10 search) |
-//! | POST | `/collections/{c}/points/query` | `query`: a vector, `{"nearest": vector}` or a point id |
+//! | POST | `/collections/{c}/points/query` | `query`: a vector, `{"nearest": vector}` (with `mmr`: maximal marginal relevance) or a point id |
 //!
 //! Answers are Qdrant's envelope (`{"result", "status": "ok", "time"}`), errors its
 //! `{"status": {"error"}}`. Distances: `Cosine` and `Dot` (scores, higher is closer) and
-//! `Euclid` (the distance, lower is closer), as Qdrant scores them. Named and sparse vectors
-//! and the other query kinds (recommend, fusion, ...) are refused with a message saying so. Fields Qdrant's clients send that have no meaning here (shards,
-//! replication, optimizer settings, `wait`) are accepted and ignored.
+//! `Euclid` (the distance, lower is closer), as Qdrant scores them. The one vector may also
+//! be given under Qdrant's name for the default vector, `""` (`{"": ...}`, `using: ""`), as
+//! LangChain's store does. Other named vectors, sparse vectors and the other query kinds
+//! (recommend, fusion, ...) are refused with a message saying so. Fields Qdrant's clients
+//! send that have no meaning here (shards, replication, optimizer settings, `wait`) are
+//! accepted and ignored.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -189,7 +192,8 @@ struct HnswBody {
 async fn create(State(ctx): St, Path(c): Path<String>, b: Body) -> Answer {
     let t = Instant::now();
     let req: CreateBody = body(&ctx, b).await?;
-    let v = req.vectors.as_object().ok_or_else(|| {
+    let vectors = unnamed(req.vectors);
+    let v = vectors.as_object().ok_or_else(|| {
         bad("'vectors' must be {\"size\": N, \"distance\": \"Cosine\" | \"Dot\" | \"Euclid\"}")
     })?;
     let Some(size) = v.get("size").and_then(Value::as_u64) else {
@@ -232,7 +236,20 @@ async fn drop_collection(State(ctx): St, Path(c): Path<String>) -> Answer {
 }
 
 /// One unnamed dense vector, as a point or a query carries it.
+/// Qdrant calls a collection's one unnamed vector `""` (the default vector), so a one-entry
+/// map under that name is the unnamed form: LangChain's Qdrant store sends every vector, its
+/// collection's config and its queries' `using` that way.
+fn unnamed(v: Value) -> Value {
+    match v {
+        Value::Object(mut m) if m.len() == 1 && m.contains_key("") => {
+            m.remove("").expect("checked")
+        }
+        other => other,
+    }
+}
+
 fn dense(v: Value, what: &str) -> Result<Vec<f32>, QdrantError> {
+    let v = unnamed(v);
     if v.is_object() {
         return Err(bad(format!(
             "{what}: named or sparse vectors are not supported; give one list of numbers"
@@ -260,7 +277,8 @@ struct PointBody {
 #[derive(Deserialize)]
 struct BatchBody {
     ids: Vec<PointId>,
-    vectors: Vec<Value>,
+    /// A list of vectors, or `{"": list}`.
+    vectors: Value,
     #[serde(default)]
     payloads: Option<Vec<Option<Value>>>,
 }
@@ -277,7 +295,15 @@ async fn upsert(State(ctx): St, Path(c): Path<String>, b: Body) -> Answer {
             })
             .collect::<Result<_, QdrantError>>()?,
         (None, Some(batch)) => {
-            if batch.ids.len() != batch.vectors.len()
+            let vectors = match unnamed(batch.vectors) {
+                Value::Array(v) => v,
+                _ => {
+                    return Err(bad(
+                        "batch: 'vectors' must be a list of vectors (named vectors are not supported)",
+                    ));
+                }
+            };
+            if batch.ids.len() != vectors.len()
                 || batch
                     .payloads
                     .as_ref()
@@ -291,7 +317,7 @@ async fn upsert(State(ctx): St, Path(c): Path<String>, b: Body) -> Answer {
             batch
                 .ids
                 .into_iter()
-                .zip(batch.vectors)
+                .zip(vectors)
                 .map(|(id, v)| {
                     let v = dense(v, &format!("point {id}"))?;
                     Ok(PointInput::new(id, v, payloads.next().flatten()))
@@ -554,6 +580,19 @@ struct QueryBody {
     nearest: Nearest,
 }
 
+/// Qdrant's maximal marginal relevance (`{"nearest": v, "mmr": {...}}`): the
+/// `candidates_limit` nearest points (default: the limit) re-ranked so each next pick
+/// maximises `λ·sim(q, p) − (1 − λ)·max sim(p, picked)`, λ = 1 − `diversity` (default 0.5),
+/// the first pick being the nearest. Scores stay the query's, as Qdrant returns them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Mmr {
+    #[serde(default)]
+    diversity: Option<f32>,
+    #[serde(default)]
+    candidates_limit: Option<usize>,
+}
+
 /// Runs a nearest-neighbour search; `exclude` leaves a point out (a query by point id).
 async fn nearest(
     ctx: &Ctx,
@@ -561,10 +600,30 @@ async fn nearest(
     vector: Vec<f32>,
     n: Nearest,
     exclude: Option<PointId>,
+    mmr: Option<Mmr>,
 ) -> Result<Vec<Value>, QdrantError> {
     let filter = n.filter.map(filter).transpose()?;
     let params = n.params.unwrap_or_default();
-    let k = n.limit + n.offset + usize::from(exclude.is_some());
+    let wanted = n.limit + n.offset;
+    let diversity = match &mmr {
+        Some(m) => {
+            let d = m.diversity.unwrap_or(0.5);
+            if !(0.0..=1.0).contains(&d) {
+                return Err(bad(format!("mmr.diversity {d} is out of range: 0 to 1")));
+            }
+            Some(d)
+        }
+        None => None,
+    };
+    let candidates = mmr
+        .as_ref()
+        .and_then(|m| m.candidates_limit)
+        .unwrap_or(wanted);
+    let k = if diversity.is_some() {
+        candidates
+    } else {
+        wanted
+    } + usize::from(exclude.is_some());
     let with_payload = n.with_payload.wanted(false);
     let req = SearchRequest {
         filter,
@@ -572,46 +631,139 @@ async fn nearest(
         exact: params.exact,
         score_threshold: n.score_threshold,
         with_payload,
-        with_vector: n.with_vector,
-        ..SearchRequest::vector(vector, k)
+        with_vector: n.with_vector || diversity.is_some(),
+        ..SearchRequest::vector(vector.clone(), k)
     };
     let store = Arc::clone(&ctx.store);
-    let hits = blocking(move || store.search(&c, req)).await?;
-    Ok(hits
+    let (hits, metric) = blocking(move || {
+        let metric = store.info(&c)?.params.metric;
+        Ok((store.search(&c, req)?, metric))
+    })
+    .await?;
+    let mut hits: Vec<_> = hits
         .into_iter()
         .filter(|h| exclude.as_ref() != Some(&h.id))
+        .collect();
+    if let Some(d) = diversity {
+        let vectors: Vec<&[f32]> = hits
+            .iter()
+            .map(|h| h.vector.as_deref().unwrap_or_default())
+            .collect();
+        let order = mmr_order(&vector, &vectors, metric, 1.0 - d, wanted);
+        let mut taken: Vec<Option<_>> = hits.into_iter().map(Some).collect();
+        hits = order.into_iter().filter_map(|i| taken[i].take()).collect();
+    }
+    Ok(hits
+        .into_iter()
         .skip(n.offset)
         .take(n.limit)
         .map(|h| {
             json!({
                 "id": h.id, "version": 0, "score": h.score,
-                "payload": n.with_payload.trim(h.payload), "vector": h.vector,
+                "payload": n.with_payload.trim(h.payload),
+                "vector": if n.with_vector { h.vector } else { None },
             })
         })
         .collect())
+}
+
+/// Similarity under a collection's metric, higher is closer (the negated distance for
+/// Euclid); stored cosine vectors are unit length, the query is normalised here.
+fn similarity(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
+    match metric {
+        Metric::Dot | Metric::Cosine => a.iter().zip(b).map(|(x, y)| x * y).sum(),
+        Metric::L2 => -a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y) * (x - y))
+            .sum::<f32>()
+            .sqrt(),
+    }
+}
+
+/// Maximal marginal relevance over `candidates` for `query`: indices of up to `limit` of them
+/// in pick order, the nearest first, then each maximising
+/// `lambda·sim(query, c) − (1 − lambda)·max sim(c, picked)`.
+fn mmr_order(
+    query: &[f32],
+    candidates: &[&[f32]],
+    metric: Metric,
+    lambda: f32,
+    limit: usize,
+) -> Vec<usize> {
+    let q: Vec<f32> = if metric == Metric::Cosine {
+        let norm = query.iter().map(|x| x * x).sum::<f32>().sqrt();
+        query
+            .iter()
+            .map(|x| x / norm.max(f32::MIN_POSITIVE))
+            .collect()
+    } else {
+        query.to_vec()
+    };
+    let relevance: Vec<f32> = candidates
+        .iter()
+        .map(|c| similarity(metric, &q, c))
+        .collect();
+    // The highest similarity of each candidate to any pick so far.
+    let mut nearest_pick = vec![f32::NEG_INFINITY; candidates.len()];
+    let mut left: Vec<usize> = (0..candidates.len()).collect();
+    let mut order = Vec::with_capacity(limit.min(candidates.len()));
+    while order.len() < limit && !left.is_empty() {
+        let score = |i: usize| {
+            if order.is_empty() {
+                relevance[i]
+            } else {
+                lambda * relevance[i] - (1.0 - lambda) * nearest_pick[i]
+            }
+        };
+        let (at, &best) = left
+            .iter()
+            .enumerate()
+            .max_by(|(_, a), (_, b)| score(**a).total_cmp(&score(**b)).then(b.cmp(a)))
+            .expect("candidates left");
+        left.swap_remove(at);
+        order.push(best);
+        for &i in &left {
+            nearest_pick[i] =
+                nearest_pick[i].max(similarity(metric, candidates[i], candidates[best]));
+        }
+    }
+    order
 }
 
 async fn search(State(ctx): St, Path(c): Path<String>, b: Body) -> Answer {
     let t = Instant::now();
     let req: SearchBody = body(&ctx, b).await?;
     let v = dense(req.vector, "vector")?;
-    ok(json!(nearest(&ctx, c, v, req.nearest, None).await?), t)
+    ok(
+        json!(nearest(&ctx, c, v, req.nearest, None, None).await?),
+        t,
+    )
 }
 
 async fn query(State(ctx): St, Path(c): Path<String>, b: Body) -> Answer {
     let t = Instant::now();
     let req: QueryBody = body(&ctx, b).await?;
-    if req.prefetch.is_some() || req.using.is_some() {
+    if req.prefetch.is_some() || req.using.as_deref().is_some_and(|u| !u.is_empty()) {
         return Err(bad(
-            "prefetch and named vectors ('using') are not supported: query the collection's one vector",
+            "prefetch and named vectors ('using') are not supported: query the collection's one (unnamed, \"\") vector",
         ));
     }
     let q = req
         .query
         .ok_or_else(|| bad("give a 'query': a vector, {\"nearest\": vector} or a point id"))?;
+    let mut mmr = None;
     let (vector, exclude) = match q {
         Value::Array(_) => (dense(q, "query")?, None),
-        Value::Object(mut o) if o.len() == 1 && o.contains_key("nearest") => {
+        Value::Object(mut o)
+            if o.contains_key("nearest") && o.keys().all(|k| k == "nearest" || k == "mmr") =>
+        {
+            if let Some(m) = o.remove("mmr").filter(|m| !m.is_null()) {
+                mmr =
+                    Some(serde_json::from_value::<Mmr>(m).map_err(|e| {
+                        bad(format!("query.mmr: {e} (diversity, candidates_limit)"))
+                    })?);
+            }
             match o.remove("nearest").expect("checked") {
                 id @ (Value::Number(_) | Value::String(_)) => by_id(&ctx, &c, id).await?,
                 v => (dense(v, "query.nearest")?, None),
@@ -630,7 +782,7 @@ async fn query(State(ctx): St, Path(c): Path<String>, b: Body) -> Answer {
             ));
         }
     };
-    let points = nearest(&ctx, c, vector, req.nearest, exclude).await?;
+    let points = nearest(&ctx, c, vector, req.nearest, exclude, mmr).await?;
     ok(json!({ "points": points }), t)
 }
 
@@ -643,4 +795,34 @@ async fn by_id(ctx: &Ctx, c: &str, id: Value) -> Result<(Vec<f32>, Option<PointI
         .vector
         .ok_or_else(|| bad(format!("point {id} has no vector")))?;
     Ok((v, Some(id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mmr_skips_a_near_duplicate_of_its_first_pick() {
+        // b is nearest to q, a nearly duplicates b, c is far from both.
+        let q = [0.8, 0.6];
+        let (a, b, c) = ([1.0, 0.0], [0.995, 0.0998], [0.0, 1.0]);
+        let cands: [&[f32]; 3] = [&a, &b, &c];
+        assert_eq!(mmr_order(&q, &cands, Metric::Cosine, 0.5, 3), [1, 2, 0]);
+        // λ = 1 is relevance alone: the plain ranking.
+        assert_eq!(mmr_order(&q, &cands, Metric::Cosine, 1.0, 3), [1, 0, 2]);
+        assert_eq!(mmr_order(&q, &cands, Metric::Cosine, 0.5, 2), [1, 2]);
+        // Euclid: similarity is the negated distance. y is nearest to the query, x next to
+        // it; with diversity weighing most (λ = 0.2) the far z comes second.
+        let (x, y, z) = ([0.0, 0.0], [0.1, 0.0], [3.0, 0.0]);
+        let near: [&[f32]; 3] = [&x, &y, &z];
+        assert_eq!(
+            mmr_order(&[0.06, 0.0], &near, Metric::L2, 0.2, 3),
+            [1, 2, 0]
+        );
+        assert_eq!(
+            mmr_order(&[0.06, 0.0], &near, Metric::L2, 1.0, 3),
+            [1, 0, 2]
+        );
+        assert!(mmr_order(&q, &[], Metric::Dot, 0.5, 3).is_empty());
+    }
 }
