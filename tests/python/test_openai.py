@@ -68,6 +68,26 @@ def test_dimensions_and_the_user_field(client, cases):
     assert "384 dimensions" in e.value.message
 
 
+def test_token_arrays_embed_as_their_texts(client, cases):
+    """Token ids of the model's own tokenizer (as TEI takes them; the SDK passes them through):
+    the ids tokenizer.json gives a text, special tokens included, embed as the text does."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
+    tok.no_padding()
+    texts = [c["text"] for c in cases[:4]]
+    ids = [tok.encode(t).ids for t in texts]
+    want = np.array([c["embedding"] for c in cases[:4]])
+    many = client.embeddings.create(model="minilm", input=ids, encoding_format="float")
+    np.testing.assert_allclose(np.array([d.embedding for d in many.data]), want, atol=2e-5)
+    assert many.usage.prompt_tokens == sum(len(i) for i in ids)
+    one = client.embeddings.create(model="minilm", input=ids[0], encoding_format="float")
+    np.testing.assert_allclose(one.data[0].embedding, want[0], atol=2e-5)
+    # Without the special tokens the model sees something else, and says so in its numbers.
+    bare = client.embeddings.create(model="minilm", input=ids[0][1:-1], encoding_format="float")
+    assert np.abs(np.array(bare.data[0].embedding) - want[0]).max() > 1e-3
+
+
 def test_the_model_list(client):
     assert [m.id for m in client.models.list()] == ["minilm"]
     m = client.models.retrieve("minilm")
@@ -81,8 +101,14 @@ def test_errors_are_the_sdks_own(client):
         client.embeddings.create(model="no-such-model", input="x")
     assert "no-such-model" in e.value.message
     with pytest.raises(openai.BadRequestError) as e:
-        client.embeddings.create(model="minilm", input=[[101, 1037, 102]])
-    assert "token arrays are not supported" in e.value.message
+        client.embeddings.create(model="minilm", input=[[101, 1037, 10 ** 6]])
+    assert "id 1000000, outside the model's vocabulary of 30522 ids" in e.value.message
+    with pytest.raises(openai.BadRequestError) as e:
+        client.embeddings.create(model="minilm", input=[[101, 102], "a cat"])
+    assert "do not mix" in e.value.message
+    with pytest.raises(openai.BadRequestError) as e:
+        client.embeddings.create(model="minilm", input=[[]])
+    assert "empty token array" in e.value.message
     with pytest.raises(openai.BadRequestError) as e:
         client.embeddings.create(model="minilm", input="x", encoding_format="int8")
     assert "base64" in e.value.message

@@ -3,7 +3,10 @@
 //! A version directory holds `config.json`, `model.safetensors` and `tokenizer.json`, and
 //! optionally the sentence-transformers files that say how to pool (`modules.json`,
 //! `1_Pooling/config.json`, `sentence_bert_config.json`). The model takes one BYTES input
-//! `text` (`[-1]`, UTF-8) and returns `embedding` (`FP32 [-1, hidden]`).
+//! `text` (`[-1]`, UTF-8) and returns `embedding` (`FP32 [-1, hidden]`). An element may hold
+//! token ids instead of text ([`token_ids_element`]): the pre-tokenized input of OpenAI's and
+//! TEI's embeddings APIs, ids of the model's own vocabulary, used as given (no special tokens
+//! added, so ids from `tokenizer.encode(text)` embed exactly as the text does).
 //!
 //! Padding is the backend's business, never the tokenizer's: a `tokenizer.json` that turns on
 //! fixed-length padding (all-MiniLM-L6-v2's does) has it switched off, so padding never
@@ -29,6 +32,47 @@ use crate::tensor::{Tensor, TensorData};
 
 pub const INPUT: &str = "text";
 pub const OUTPUT: &str = "embedding";
+
+/// First byte of a `text` element holding token ids; it never starts UTF-8 text.
+pub const TOKEN_IDS: u8 = 0xFF;
+
+/// A `text` element holding token ids: [`TOKEN_IDS`], then each id as u32 little-endian.
+pub fn token_ids_element(ids: &[u32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 4 * ids.len());
+    out.push(TOKEN_IDS);
+    for id in ids {
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    out
+}
+
+/// One element of the `text` input.
+enum Piece<'a> {
+    Text(&'a str),
+    Ids(Vec<u32>),
+}
+
+/// Reads element `i`; the error says what is wrong with it.
+fn piece<'a>(input: &str, i: usize, b: &'a [u8]) -> Result<Piece<'a>> {
+    match b.split_first() {
+        Some((&TOKEN_IDS, ids)) => {
+            if ids.is_empty() || ids.len() % 4 != 0 {
+                return Err(Error::InvalidInput(format!(
+                    "input '{input}': element {i} is a token array of {} bytes; it needs at least one u32 id",
+                    ids.len()
+                )));
+            }
+            Ok(Piece::Ids(
+                ids.chunks_exact(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .collect(),
+            ))
+        }
+        _ => std::str::from_utf8(b).map(Piece::Text).map_err(|_| {
+            Error::InvalidInput(format!("input '{input}': text {i} is not valid UTF-8"))
+        }),
+    }
+}
 
 /// Whether a directory holds a candle sentence encoder.
 pub fn detect(dir: &Path) -> bool {
@@ -106,20 +150,29 @@ impl TextPrep {
                 self.max_client_batch_size
             )));
         }
+        let vocab = self.tokenizer.get_vocab_size(true);
         texts
             .iter()
             .enumerate()
             .map(|(i, t)| {
-                let text = std::str::from_utf8(t)
-                    .map_err(|_| Error::InvalidInput(format!("input '{input}': text {i} is not valid UTF-8")))?;
-                if text.is_empty() {
-                    return Err(Error::InvalidInput(format!("input '{input}': text {i} is empty")));
-                }
-                let n = self
-                    .tokenizer
-                    .encode(text, true)
-                    .map_err(|e| Error::InvalidInput(format!("input '{input}': text {i} cannot be tokenized: {e}")))?
-                    .len();
+                let n = match piece(input, i, t)? {
+                    Piece::Text("") => {
+                        return Err(Error::InvalidInput(format!("input '{input}': text {i} is empty")));
+                    }
+                    Piece::Text(text) => self
+                        .tokenizer
+                        .encode(text, true)
+                        .map_err(|e| Error::InvalidInput(format!("input '{input}': text {i} cannot be tokenized: {e}")))?
+                        .len(),
+                    Piece::Ids(ids) => {
+                        if let Some((at, id)) = ids.iter().enumerate().find(|(_, id)| **id as usize >= vocab) {
+                            return Err(Error::InvalidInput(format!(
+                                "input '{input}': token {at} of token array {i} is id {id}, outside the model's vocabulary of {vocab} ids"
+                            )));
+                        }
+                        ids.len()
+                    }
+                };
                 if n > self.max_seq_len && !self.truncate {
                     return Err(Error::InvalidInput(format!(
                         "input '{input}': text {i} is {n} tokens long, more than the model's {} (truncation is off; shorten it or set candle.truncate = true)",
@@ -134,21 +187,43 @@ impl TextPrep {
             .collect()
     }
 
-    /// Token ids of each text, truncated to `max_seq_len` (keeping the final `[SEP]`).
-    fn encode(&self, texts: &[&str]) -> std::result::Result<Vec<Vec<u32>>, String> {
-        let mut tok = self.tokenizer.clone();
-        tok.with_truncation(Some(TruncationParams {
-            max_length: self.max_seq_len,
-            ..Default::default()
-        }))
-        .map_err(|e| e.to_string())?;
-        let encodings = tok
-            .encode_batch(texts.to_vec(), true)
+    /// Token ids of each piece, truncated to `max_seq_len`: texts by the tokenizer (keeping
+    /// the final `[SEP]`), token arrays by keeping their first ids.
+    fn encode(&self, pieces: Vec<Piece<'_>>) -> std::result::Result<Vec<Vec<u32>>, String> {
+        let texts: Vec<&str> = pieces
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Text(t) => Some(*t),
+                Piece::Ids(_) => None,
+            })
+            .collect();
+        let mut encoded = if texts.is_empty() {
+            Vec::new()
+        } else {
+            let mut tok = self.tokenizer.clone();
+            tok.with_truncation(Some(TruncationParams {
+                max_length: self.max_seq_len,
+                ..Default::default()
+            }))
             .map_err(|e| e.to_string())?;
-        Ok(encodings
+            tok.encode_batch(texts, true).map_err(|e| e.to_string())?
+        }
+        .into_iter()
+        .map(|e| e.get_ids().to_vec());
+        let vocab = self.tokenizer.get_vocab_size(true);
+        pieces
             .into_iter()
-            .map(|e| e.get_ids().to_vec())
-            .collect())
+            .map(|p| match p {
+                Piece::Text(_) => Ok(encoded.next().expect("one encoding per text")),
+                Piece::Ids(ids) if ids.iter().any(|&id| id as usize >= vocab) => Err(format!(
+                    "a token id is outside the vocabulary of {vocab} ids"
+                )),
+                Piece::Ids(mut ids) => {
+                    ids.truncate(self.max_seq_len);
+                    Ok(ids)
+                }
+            })
+            .collect()
     }
 }
 
@@ -274,10 +349,15 @@ impl SentenceEncoder {
 
     /// Embeddings of `texts`, in order, `dim` floats each.
     pub fn embed(&mut self, texts: &[&str]) -> std::result::Result<Vec<f32>, String> {
-        let ids = self.prep.encode(texts)?;
+        self.embed_pieces(texts.iter().map(|t| Piece::Text(t)).collect())
+    }
+
+    fn embed_pieces(&mut self, pieces: Vec<Piece<'_>>) -> std::result::Result<Vec<f32>, String> {
+        let n = pieces.len();
+        let ids = self.prep.encode(pieces)?;
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| ids[i].len());
-        let mut out = vec![0f32; texts.len() * self.dim];
+        let mut out = vec![0f32; n * self.dim];
         for chunk in length_chunks(&order, &ids) {
             let pooled = self.forward(chunk, &ids)?;
             for (row, &i) in chunk.iter().enumerate() {
@@ -473,27 +553,22 @@ impl Model for SentenceEncoder {
                 "input '{INPUT}' must be BYTES"
             )));
         };
-        let texts = items
+        let pieces = items
             .iter()
-            .map(|b| std::str::from_utf8(b))
-            .collect::<std::result::Result<Vec<&str>, _>>()
-            .map_err(|_| {
-                Error::InvalidInput(format!(
-                    "input '{INPUT}' holds text that is not valid UTF-8"
-                ))
+            .enumerate()
+            .map(|(i, b)| piece(INPUT, i, b))
+            .collect::<Result<Vec<_>>>()?;
+        let n = pieces.len();
+        let out = self
+            .embed_pieces(pieces)
+            .map_err(|message| Error::Execution {
+                model: self.name.clone(),
+                message,
             })?;
-        let out = self.embed(&texts).map_err(|message| Error::Execution {
-            model: self.name.clone(),
-            message,
-        })?;
         let data = TensorData::Raw(bytemuck::cast_slice(&out).to_vec());
         Ok(vec![
-            Tensor::new(
-                DataType::Fp32,
-                vec![texts.len() as i64, self.dim as i64],
-                data,
-            )
-            .expect("consistent output"),
+            Tensor::new(DataType::Fp32, vec![n as i64, self.dim as i64], data)
+                .expect("consistent output"),
         ])
     }
 }
@@ -501,6 +576,32 @@ impl Model for SentenceEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_elements_hold_text_or_token_ids() {
+        let ids = token_ids_element(&[101, 7592, 102]);
+        assert_eq!(ids[0], TOKEN_IDS);
+        assert!(
+            std::str::from_utf8(&ids).is_err(),
+            "never mistaken for text"
+        );
+        assert!(matches!(piece("text", 0, &ids), Ok(Piece::Ids(v)) if v == [101, 7592, 102]));
+        assert!(matches!(
+            piece("text", 0, "héllo".as_bytes()),
+            Ok(Piece::Text("héllo"))
+        ));
+        let short = piece("text", 2, &[TOKEN_IDS, 1, 0])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            short.contains("element 2 is a token array of 2 bytes"),
+            "{short}"
+        );
+        assert!(piece("text", 0, &[TOKEN_IDS]).is_err());
+        let latin1 = piece("text", 1, &[0xE9]).err().unwrap().to_string();
+        assert!(latin1.contains("text 1 is not valid UTF-8"), "{latin1}");
+    }
 
     #[test]
     fn chunks_group_similar_lengths_and_keep_order_complete() {

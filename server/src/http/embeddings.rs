@@ -1,7 +1,8 @@
-//! OpenAI-compatible embeddings: `POST /v1/embeddings`
-//! (`{"model", "input": str | [str], "encoding_format"?, "dimensions"?, "user"?}` →
-//! `{"data": [{"embedding", "index"}], "model", "usage"}`), served by a text model (the candle
-//! backend) through the same queue and batches as V2; and `GET /v1/models`,
+//! OpenAI-compatible embeddings: `POST /v1/embeddings` (`{"model", "input": str | [str] |
+//! [id] | [[id]], "encoding_format"?, "dimensions"?, "user"?}` → `{"data": [{"embedding",
+//! "index"}], "model", "usage"}`), served by a text model (the candle backend) through the
+//! same queue and batches as V2 — token ids are the model's own vocabulary's, used as given,
+//! as TEI takes them; and `GET /v1/models`,
 //! `GET /v1/models/{model}`, the models as OpenAI lists them. Errors come in OpenAI's shape
 //! (`{"error": {"message", "type", "param", "code"}}`) so OpenAI clients report them.
 
@@ -73,6 +74,77 @@ fn bad(msg: impl Into<String>) -> OpenAiError {
     OpenAiError(ApiError::BadRequest(msg.into()))
 }
 
+/// A token id of a token array (`input[i]` or `input[i][j]` in `at`).
+fn token_id(v: &Value, at: &str) -> Result<u32, OpenAiError> {
+    v.as_u64()
+        .and_then(|id| u32::try_from(id).ok())
+        .ok_or_else(|| {
+            bad(format!(
+                "{at} must be a token id (an integer from 0 to 2^32 - 1), got {v}"
+            ))
+        })
+}
+
+/// `input` as the `text` elements of the model: a string, an array of strings, an array of
+/// token ids (one pre-tokenized input) or an array of such arrays, as OpenAI's API takes them.
+fn inputs(input: Value) -> Result<Vec<Vec<u8>>, OpenAiError> {
+    use models::backends::candle::token_ids_element;
+    let items = match input {
+        Value::String(t) => return Ok(vec![t.into_bytes()]),
+        Value::Array(items) => items,
+        _ => {
+            return Err(bad(
+                "'input' must be a string, an array of strings, an array of token ids or an array of token arrays",
+            ));
+        }
+    };
+    match items.first() {
+        None => Err(bad("'input' is an empty list: send at least one string")),
+        Some(Value::Number(_)) => {
+            let ids = items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| token_id(v, &format!("input[{i}]")))
+                .collect::<Result<Vec<u32>, _>>()?;
+            Ok(vec![token_ids_element(&ids)])
+        }
+        Some(Value::Array(_)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::Array(ids) if ids.is_empty() => {
+                    Err(bad(format!("input[{i}] is an empty token array")))
+                }
+                Value::Array(ids) => Ok(token_ids_element(
+                    &ids.iter()
+                        .enumerate()
+                        .map(|(j, id)| token_id(id, &format!("input[{i}][{j}]")))
+                        .collect::<Result<Vec<u32>, _>>()?,
+                )),
+                _ => Err(bad(format!(
+                    "input[{i}] must be a token array like the other elements (do not mix strings and token arrays)"
+                ))),
+            })
+            .collect(),
+        Some(_) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(t) => Ok(t.into_bytes()),
+                other => Err(bad(format!(
+                    "input[{i}] must be a string like the other elements, got {}",
+                    match other {
+                        Value::Number(_) | Value::Array(_) => "a token id or array (do not mix strings and tokens)",
+                        Value::Null => "null",
+                        Value::Bool(_) => "a boolean",
+                        _ => "an object",
+                    }
+                ))),
+            })
+            .collect(),
+    }
+}
+
 pub async fn embeddings(
     State(s): State<Arc<AppState>>,
     ext: axum::http::Extensions,
@@ -84,30 +156,7 @@ pub async fn embeddings(
             "malformed embeddings request: {e} (encoding_format: 'float' or 'base64')"
         ))
     })?;
-    let texts: Vec<Vec<u8>> = match req.input {
-        Value::String(t) => vec![t.into_bytes()],
-        Value::Array(items) => items
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| match v {
-                Value::String(t) => Ok(t.into_bytes()),
-                other => Err(bad(format!(
-                    "input[{i}] must be a string, got {}",
-                    match other {
-                        Value::Number(_) => "a number (token arrays are not supported)",
-                        Value::Array(_) => "an array (token arrays are not supported)",
-                        Value::Null => "null",
-                        Value::Bool(_) => "a boolean",
-                        _ => "an object",
-                    }
-                ))),
-            })
-            .collect::<Result<_, _>>()?,
-        _ => return Err(bad("'input' must be a string or an array of strings")),
-    };
-    if texts.is_empty() {
-        return Err(bad("'input' is an empty list: send at least one string"));
-    }
+    let texts = inputs(req.input)?;
     crate::auth::check_reach(&ext, crate::auth::Kind::Model, &req.model)?;
     let served = s.repo.get(&req.model, None)?;
     if let Some(d) = req.dimensions {
