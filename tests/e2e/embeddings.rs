@@ -215,6 +215,46 @@ async fn embeddings_match_the_reference_batched_or_not_over_v2_openai_and_grpc()
         .collect();
     assert!(cosine(&e, &cases[3].embedding) >= 0.9999);
 
+    // Token ids of the model's vocabulary ([CLS] hello world [SEP] in BERT's uncased one)
+    // embed as their text on both engines, batched beside a text.
+    let vector = |d: &Value| -> Vec<f64> {
+        d["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    for model in ["minilm", "minilm_ort"] {
+        let (status, r) = srv
+            .post(
+                "/v1/embeddings",
+                &json!({ "model": model, "input": [[101, 7592, 2088, 102], [101, 7592, 102]] }),
+            )
+            .await;
+        assert_eq!(status, 200, "{r}");
+        assert_eq!(r["usage"]["prompt_tokens"], 7);
+        let (status, t) = srv
+            .post(
+                "/v1/embeddings",
+                &json!({ "model": model, "input": ["hello world", "hello"] }),
+            )
+            .await;
+        assert_eq!(status, 200, "{t}");
+        for i in 0..2 {
+            let (ids, text) = (vector(&r["data"][i]), vector(&t["data"][i]));
+            let diff = ids
+                .iter()
+                .zip(&text)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                diff <= 1e-5,
+                "{model}, input {i}: ids and text differ by {diff}"
+            );
+        }
+    }
+
     // gRPC with raw BYTES (4-byte length prefixes), as tritonclient sends them.
     let mut raw = Vec::new();
     for t in &some {
@@ -259,7 +299,32 @@ async fn bad_embedding_requests_are_explained() {
         (
             json!({ "model": "minilm", "input": ["ok", 7] }),
             400,
-            "input[1] must be a string, got a number",
+            "input[1] must be a string like the other elements, got a number",
+        ),
+        (
+            json!({ "model": "minilm", "input": [101, 2.5] }),
+            400,
+            "input[1] must be a token id (an integer from 0 to 2^32 - 1), got 2.5",
+        ),
+        (
+            json!({ "model": "minilm", "input": [[101, 102], [101, -3]] }),
+            400,
+            "input[1][1] must be a token id",
+        ),
+        (
+            json!({ "model": "minilm", "input": [[101], "ok"] }),
+            400,
+            "input[1] must be a token array like the other elements",
+        ),
+        (
+            json!({ "model": "minilm", "input": [[101], []] }),
+            400,
+            "input[1] is an empty token array",
+        ),
+        (
+            json!({ "model": "minilm", "input": [[101, 99999]] }),
+            400,
+            "token 1 of token array 0 is id 99999, outside the model's vocabulary of 30522 ids",
         ),
         (
             json!({ "model": "minilm", "input": [""] }),

@@ -134,7 +134,8 @@ fn inputs(input: Value) -> Result<Vec<Vec<u8>>, OpenAiError> {
                 other => Err(bad(format!(
                     "input[{i}] must be a string like the other elements, got {}",
                     match other {
-                        Value::Number(_) | Value::Array(_) => "a token id or array (do not mix strings and tokens)",
+                        Value::Number(_) => "a number (do not mix strings and token ids)",
+                        Value::Array(_) => "an array (do not mix strings and token arrays)",
                         Value::Null => "null",
                         Value::Bool(_) => "a boolean",
                         _ => "an object",
