@@ -6,6 +6,7 @@ unset, the libonnxruntime.so shipped in the installed onnxruntime wheel is used.
 """
 
 import glob
+import hashlib
 import json
 import os
 import signal
@@ -63,6 +64,17 @@ def minilm_dir():
     if not (d / "model.safetensors").is_file():
         pytest.fail(f"{d} is missing: run scripts/setup.sh")
     return d
+
+
+def launch_minilm(tmp_path_factory, tag, key, scopes):
+    """inferd serving the sentence encoder as `minilm`, with one API key (principal `tag`)."""
+    repo = tmp_path_factory.mktemp(f"{tag}-repo")
+    (repo / "minilm").mkdir()
+    (repo / "minilm" / "1").symlink_to(minilm_dir())
+    keys = tmp_path_factory.mktemp(f"{tag}-keys") / "keys.json"
+    keys.write_text(json.dumps({"keys": [
+        {"name": tag, "sha256": hashlib.sha256(key.encode()).hexdigest(), "scopes": scopes}]}))
+    return launch(repo, tmp_path_factory.mktemp(f"{tag}-data"), auth=("--api-keys", str(keys)))
 
 
 def free_ports(n):

@@ -6,8 +6,6 @@ similarity searches (plain, filtered on metadata, with scores, and maximal margi
 relevance) that equal a brute-force cosine ranking of the same vectors in NumPy; documents
 are fetched and deleted by id."""
 
-import hashlib
-import json
 import uuid
 
 import numpy as np
@@ -17,7 +15,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_qdrant import QdrantVectorStore
 from qdrant_client import models
 
-from conftest import launch, minilm_dir, stop
+from conftest import launch_minilm, stop
 
 KEY = "langchain-test-key"
 COLLECTION = "lc_docs"
@@ -57,14 +55,7 @@ class InferdEmbeddings(Embeddings):
 
 @pytest.fixture(scope="module")
 def inferd(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("langchain-repo")
-    (repo / "minilm").mkdir()
-    (repo / "minilm" / "1").symlink_to(minilm_dir())
-    keys = tmp_path_factory.mktemp("langchain-keys") / "keys.json"
-    keys.write_text(json.dumps({"keys": [
-        {"name": "langchain", "sha256": hashlib.sha256(KEY.encode()).hexdigest(),
-         "scopes": ["admin"]}]}))
-    srv = launch(repo, tmp_path_factory.mktemp("langchain-data"), auth=("--api-keys", str(keys)))
+    srv = launch_minilm(tmp_path_factory, "langchain", KEY, ["admin"])
     yield srv
     stop(srv)
 

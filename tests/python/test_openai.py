@@ -5,7 +5,6 @@ exception types. The vectors are compared with the independent NumPy reference r
 tests/fixtures/gen_embeddings.py."""
 
 import base64
-import hashlib
 import json
 import os
 import shutil
@@ -15,20 +14,14 @@ import numpy as np
 import openai
 import pytest
 
-from conftest import CACHE, FIXTURES, ROOT, launch, minilm_dir, stop
+from conftest import CACHE, FIXTURES, ROOT, launch_minilm, minilm_dir, stop
 
 KEY = "openai-sdk-test-key"
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("openai-repo")
-    (repo / "minilm").mkdir()
-    (repo / "minilm" / "1").symlink_to(minilm_dir())
-    keys = tmp_path_factory.mktemp("openai-keys") / "keys.json"
-    keys.write_text(json.dumps({"keys": [
-        {"name": "sdk", "sha256": hashlib.sha256(KEY.encode()).hexdigest(), "scopes": ["infer"]}]}))
-    srv = launch(repo, tmp_path_factory.mktemp("openai-data"), auth=("--api-keys", str(keys)))
+    srv = launch_minilm(tmp_path_factory, "openai", KEY, ["infer"])
     yield openai.OpenAI(base_url=f"http://{srv.http_url}/v1", api_key=KEY, max_retries=0)
     stop(srv)
 
