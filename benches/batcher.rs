@@ -38,7 +38,12 @@ fn rows(n: usize) -> Tensor {
     let data: Vec<u8> = (0..n * 64)
         .flat_map(|i| ((i % 17) as f32 / 17.0).to_le_bytes())
         .collect();
-    Tensor::new(DataType::Fp32, vec![n as i64, 64], TensorData::Raw(data)).unwrap()
+    Tensor::new(
+        DataType::Fp32,
+        vec![n as i64, 64],
+        TensorData::Raw(data.into()),
+    )
+    .unwrap()
 }
 
 fn load() -> OnnxModel {

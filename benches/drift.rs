@@ -137,7 +137,7 @@ fn sampler(calls: u64) {
         let shape: Vec<i64> = shape.iter().map(|&d| d.max(1)).collect();
         let n: i64 = shape.iter().product();
         let bytes = vec![0u8; n as usize * dt.size().unwrap_or(4)];
-        Tensor::new(dt, shape, TensorData::Raw(bytes)).unwrap()
+        Tensor::new(dt, shape, TensorData::Raw(bytes.into())).unwrap()
     };
     let sig = &served.signature;
     let inputs: Vec<(String, Tensor)> = sig

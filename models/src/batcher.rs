@@ -829,7 +829,12 @@ mod tests {
                 .flat_map(|c| (f32::from_le_bytes(c.try_into().unwrap()) * 2.0).to_le_bytes())
                 .collect();
             Ok(vec![
-                Tensor::new(DataType::Fp32, t.shape().to_vec(), TensorData::Raw(out)).unwrap(),
+                Tensor::new(
+                    DataType::Fp32,
+                    t.shape().to_vec(),
+                    TensorData::Raw(out.into()),
+                )
+                .unwrap(),
             ])
         }
     }

@@ -1220,7 +1220,7 @@ pub fn warmup_inputs(sig: &Signature) -> Vec<Tensor> {
                 .collect();
             let n: usize = shape.iter().map(|&d| d as usize).product();
             let data = match spec.datatype.size() {
-                Some(size) => TensorData::Raw(vec![0; n * size]),
+                Some(size) => TensorData::Raw(vec![0; n * size].into()),
                 None => TensorData::Bytes(vec![Vec::new(); n]),
             };
             Tensor::new(spec.datatype, shape, data).expect("consistent warmup tensor")

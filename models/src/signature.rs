@@ -190,7 +190,7 @@ mod tests {
         Tensor::new(
             dt,
             shape,
-            TensorData::Raw(vec![0; n as usize * dt.size().unwrap()]),
+            TensorData::Raw(vec![0; n as usize * dt.size().unwrap()].into()),
         )
         .unwrap()
     }

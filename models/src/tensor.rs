@@ -5,6 +5,8 @@
 //! batching is a concatenation of buffers and splitting a batch is slicing — no per-element
 //! work and no per-datatype code on the hot path. `BYTES` elements are kept one `Vec<u8>` each.
 
+use bytes::Bytes;
+
 use crate::datatype::DataType;
 
 /// Why a tensor could not be built from what a client sent.
@@ -35,7 +37,11 @@ pub enum TensorError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TensorData {
     /// Fixed-size elements packed little-endian, row-major. `BOOL` is one byte (0 or 1).
-    Raw(Vec<u8>),
+    /// A shared buffer: a tensor can borrow the request's bytes (gRPC's
+    /// `raw_input_contents`), clones are a reference count, and a batch's outputs are split
+    /// into views of one buffer, none of it copied. No alignment is promised: read elements
+    /// with `from_le_bytes`, never by casting the slice.
+    Raw(Bytes),
     /// `BYTES` elements, row-major.
     Bytes(Vec<Vec<u8>>),
 }
@@ -112,7 +118,20 @@ impl Tensor {
     pub fn from_raw(datatype: DataType, shape: Vec<i64>, raw: &[u8]) -> Result<Self, TensorError> {
         let data = match datatype {
             DataType::Bytes => TensorData::Bytes(decode_bytes_elements(raw)?),
-            _ => TensorData::Raw(raw.to_vec()),
+            _ => TensorData::Raw(Bytes::copy_from_slice(raw)),
+        };
+        Tensor::new(datatype, shape, data)
+    }
+
+    /// [`Tensor::from_raw`] keeping the buffer itself for packed datatypes (no copy).
+    pub fn from_raw_bytes(
+        datatype: DataType,
+        shape: Vec<i64>,
+        raw: Bytes,
+    ) -> Result<Self, TensorError> {
+        let data = match datatype {
+            DataType::Bytes => TensorData::Bytes(decode_bytes_elements(&raw)?),
+            _ => TensorData::Raw(raw),
         };
         Tensor::new(datatype, shape, data)
     }
@@ -176,10 +195,10 @@ impl Tensor {
 
     /// The wire's raw layout of the data, moving the buffer out when it already is that
     /// layout (every datatype but `BYTES`).
-    pub fn into_raw(self) -> Vec<u8> {
+    pub fn into_raw(self) -> Bytes {
         match self.data {
             TensorData::Raw(b) => b,
-            TensorData::Bytes(_) => self.to_raw(),
+            TensorData::Bytes(_) => self.to_raw().into(),
         }
     }
 
@@ -219,7 +238,7 @@ impl Tensor {
                         buf.extend_from_slice(b);
                     }
                 }
-                TensorData::Raw(buf)
+                TensorData::Raw(buf.into())
             }
             TensorData::Bytes(_) => {
                 let mut items = Vec::with_capacity(parts.iter().map(|t| t.len()).sum());
@@ -262,7 +281,7 @@ impl Tensor {
                     out.push(Tensor {
                         datatype: self.datatype,
                         shape,
-                        data: TensorData::Raw(buf[offset..end].to_vec()),
+                        data: TensorData::Raw(buf.slice(offset..end)),
                     });
                     offset = end;
                 }
@@ -321,7 +340,11 @@ mod tests {
     #[test]
     fn new_checks_lengths() {
         assert!(matches!(
-            Tensor::new(DataType::Fp32, vec![2, 2], TensorData::Raw(vec![0; 15])),
+            Tensor::new(
+                DataType::Fp32,
+                vec![2, 2],
+                TensorData::Raw(vec![0; 15].into())
+            ),
             Err(TensorError::ByteLength {
                 expected: 16,
                 actual: 15,
@@ -329,19 +352,19 @@ mod tests {
             })
         ));
         assert!(matches!(
-            Tensor::new(DataType::Int8, vec![-1, 2], TensorData::Raw(vec![])),
+            Tensor::new(DataType::Int8, vec![-1, 2], TensorData::Raw(vec![].into())),
             Err(TensorError::NegativeDim { .. })
         ));
         assert!(matches!(
             Tensor::new(
                 DataType::Int8,
                 vec![i64::MAX, i64::MAX],
-                TensorData::Raw(vec![])
+                TensorData::Raw(vec![].into())
             ),
             Err(TensorError::TooLarge { .. })
         ));
         assert!(Tensor::new(DataType::Bytes, vec![2], TensorData::Bytes(vec![vec![1]])).is_err());
-        assert!(Tensor::new(DataType::Fp32, vec![0, 4], TensorData::Raw(vec![])).is_ok());
+        assert!(Tensor::new(DataType::Fp32, vec![0, 4], TensorData::Raw(vec![].into())).is_ok());
     }
 
     #[test]
@@ -372,7 +395,12 @@ mod tests {
             Some(vec![vec![1.0, 2.0], vec![3.0, 4.0]])
         );
         assert_eq!(f32s(vec![4], &[1.0, 2.0, 3.0, 4.0]).f32_rows(), None);
-        let ints = Tensor::new(DataType::Int32, vec![1, 1], TensorData::Raw(vec![0; 4])).unwrap();
+        let ints = Tensor::new(
+            DataType::Int32,
+            vec![1, 1],
+            TensorData::Raw(vec![0; 4].into()),
+        )
+        .unwrap();
         assert_eq!(ints.f32_rows(), None);
     }
 

@@ -398,11 +398,15 @@ impl SentenceEncoder {
                     Tensor::new(
                         DataType::Int64,
                         shape.clone(),
-                        TensorData::Raw(as_i64(&input)),
+                        TensorData::Raw(as_i64(&input).into()),
                     )
                     .expect("consistent"),
-                    Tensor::new(DataType::Int64, shape, TensorData::Raw(as_i64(&mask)))
-                        .expect("consistent"),
+                    Tensor::new(
+                        DataType::Int64,
+                        shape,
+                        TensorData::Raw(as_i64(&mask).into()),
+                    )
+                    .expect("consistent"),
                 ];
                 let out = session.run(&inputs).map_err(|e| e.to_string())?;
                 let TensorData::Raw(raw) = out[0].data() else {
@@ -565,7 +569,7 @@ impl Model for SentenceEncoder {
                 model: self.name.clone(),
                 message,
             })?;
-        let data = TensorData::Raw(bytemuck::cast_slice(&out).to_vec());
+        let data = TensorData::Raw(bytemuck::cast_slice(&out).to_vec().into());
         Ok(vec![
             Tensor::new(DataType::Fp32, vec![n as i64, self.dim as i64], data)
                 .expect("consistent output"),

@@ -293,7 +293,7 @@ fn from_ort(name: &str, v: &DynValue) -> std::result::Result<Tensor, String> {
             let (shape, data) = v.try_extract_tensor::<$t>().map_err(|e| e.to_string())?;
             (
                 shape.to_vec(),
-                TensorData::Raw(bytemuck::cast_slice::<$t, u8>(data).to_vec()),
+                TensorData::Raw(bytemuck::cast_slice::<$t, u8>(data).to_vec().into()),
             )
         }};
     }

@@ -1,10 +1,10 @@
 //! Protobuf tensors ⇄ `models::Tensor`.
 //!
 //! Inputs arrive either all in `raw_input_contents` (what tritonclient and perf_analyzer
-//! send) or each in its typed `contents`; outputs always leave in `raw_output_contents`,
-//! the only form tritonclient's `as_numpy` decodes.
+//! send; packed tensors keep those buffers, uncopied) or each in its typed `contents`;
+//! outputs always leave in `raw_output_contents` (the output tensors' own buffers), the only
+//! form tritonclient's `as_numpy` decodes.
 
-use bytes::Bytes;
 use models::{DataType, Tensor, TensorData};
 
 use crate::error::{ApiError, ApiResult};
@@ -34,7 +34,7 @@ pub fn request(r: pb::ModelInferRequest) -> ApiResult<InferRequest> {
             req.set_parameter(k, p)?;
         }
     }
-    let raw = r.raw_input_contents;
+    let mut raw = r.raw_input_contents;
     if !raw.is_empty() && raw.len() != r.inputs.len() {
         return Err(ApiError::BadRequest(format!(
             "raw_input_contents has {} entries for {} inputs; send one per input, in order",
@@ -69,7 +69,8 @@ pub fn request(r: pb::ModelInferRequest) -> ApiResult<InferRequest> {
                     input.name
                 )));
             }
-            Tensor::from_raw(dt, input.shape, &raw[i]).map_err(bad)?
+            // The request's own buffer: the tensor is a view of it, not a copy.
+            Tensor::from_raw_bytes(dt, input.shape, std::mem::take(&mut raw[i])).map_err(bad)?
         };
         req.inputs.push((input.name, tensor));
     }
@@ -89,7 +90,7 @@ fn typed(name: &str, dt: DataType, c: &pb::InferTensorContents) -> ApiResult<Ten
             for v in $src {
                 out.extend_from_slice(&<$t>::try_from(*v).map_err(|_| range(v))?.to_le_bytes());
             }
-            TensorData::Raw(out)
+            TensorData::Raw(out.into())
         }};
     }
     macro_rules! packed {
@@ -129,7 +130,7 @@ pub fn response(r: InferResponse) -> pb::ModelInferResponse {
             parameters: Default::default(),
             contents: None,
         });
-        raw.push(Bytes::from(t.into_raw()));
+        raw.push(t.into_raw());
     }
     pb::ModelInferResponse {
         model_name: r.model_name,
@@ -156,5 +157,59 @@ pub fn response(r: InferResponse) -> pb::ModelInferResponse {
             .collect(),
         outputs,
         raw_output_contents: raw,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn packed_tensors_are_the_messages_own_buffers_both_ways() {
+        let raw = Bytes::from(
+            [1.5f32, -2.0]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        );
+        let at = raw.as_ptr();
+        let req = request(pb::ModelInferRequest {
+            model_name: "m".into(),
+            inputs: vec![pb::model_infer_request::InferInputTensor {
+                name: "x".into(),
+                datatype: "FP32".into(),
+                shape: vec![1, 2],
+                ..Default::default()
+            }],
+            raw_input_contents: vec![raw],
+            ..Default::default()
+        })
+        .unwrap();
+        let (name, t) = &req.inputs[0];
+        let TensorData::Raw(b) = t.data() else {
+            unreachable!()
+        };
+        assert_eq!((name.as_str(), t.shape()), ("x", &[1i64, 2][..]));
+        assert_eq!(b.as_ptr(), at, "a view of raw_input_contents, not a copy");
+        assert_eq!(&b[..4], &1.5f32.to_le_bytes());
+
+        let out = req.inputs.into_iter().next().unwrap().1;
+        let resp = response(InferResponse {
+            model_name: "m".into(),
+            model_version: "1".into(),
+            id: None,
+            outputs: vec![("y".into(), out)],
+            timing: Default::default(),
+            batch_rows: 1,
+            parameters: Vec::new(),
+            experiment: None,
+        });
+        assert_eq!(
+            resp.raw_output_contents[0].as_ptr(),
+            at,
+            "moved into the reply"
+        );
+        assert_eq!(resp.outputs[0].datatype, "FP32");
     }
 }

@@ -260,7 +260,7 @@ fn decode_json_data(name: &str, dt: DataType, raw: &RawValue) -> ApiResult<Tenso
     .map_err(|e| ApiError::BadRequest(format!("input '{name}': {e}")))?;
     Ok(match dt {
         DataType::Bytes => TensorData::Bytes(sink.items),
-        _ => TensorData::Raw(sink.raw),
+        _ => TensorData::Raw(sink.raw.into()),
     })
 }
 
