@@ -460,8 +460,7 @@ async fn no_keys_needs_no_auth_and_then_binds_to_loopback() {
         "{err}"
     );
     // --no-auth without --host: loopback only, and a warning.
-    let port = || common::free_port().to_string();
-    let (http, grpc, metrics) = (port(), port(), port());
+    let [http, grpc, metrics] = common::free_ports().map(|p: u16| p.to_string());
     let log = data.path().join("server.log");
     let mut child = serve(&[
         "--no-auth",

@@ -31,11 +31,16 @@ pub fn repo(models: &[(&str, Option<&str>)]) -> tempfile::TempDir {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free ports: every listener is held until all are picked, since a port freed
+/// by one pick may be handed out again by the next (two of a server's ports once collided).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
 }
 
 pub struct Server {
@@ -77,7 +82,7 @@ impl Server {
         extra: &[&str],
         tls_client: Option<&reqwest::Client>,
     ) -> Server {
-        let (http, grpc, metrics) = (free_port(), free_port(), free_port());
+        let [http, grpc, metrics] = free_ports();
         let log = data_dir.join(format!("server-{http}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_inferd"))
             .arg("serve")
