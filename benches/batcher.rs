@@ -13,7 +13,9 @@
 //!   (`bare_thread_round_trip`); `trivial_model_call_blocking` and `trivial_model_call_async`
 //!   are the same request through [`Batcher::call`], which runs it on the caller when the
 //!   queue is empty and the instance idle (the REST and gRPC paths since issue 14);
-//! - `v2_json/decode_mlp_request` and `v2_json/encode_mlp_response`: the REST JSON codec.
+//! - `v2_json/decode_mlp_request` and `v2_json/encode_mlp_response`: the REST JSON codec;
+//! - `grpc_decode/image_request`: a gRPC request with a 602 KB input decoded into a tensor
+//!   (a view of `raw_input_contents`), beside `image_copy_baseline`, the copy it used to make.
 //!
 //! `cargo bench --bench batcher` (after `. scripts/env.sh`, which provides ONNX Runtime).
 
@@ -242,9 +244,37 @@ fn json_codec(c: &mut Criterion) {
     g.finish();
 }
 
+/// A gRPC request carrying one image-sized input (FP32 1×3×224×224, 602 KB in
+/// `raw_input_contents`) decoded into a tensor, beside the copy the decoder used to make.
+fn grpc_decode(c: &mut Criterion) {
+    use server::proto::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
+    let shape = vec![1i64, 3, 224, 224];
+    let raw = Bytes::from(vec![0x3fu8; 3 * 224 * 224 * 4]);
+    let req = ModelInferRequest {
+        model_name: "resnet".into(),
+        inputs: vec![InferInputTensor {
+            name: "image".into(),
+            datatype: "FP32".into(),
+            shape: shape.clone(),
+            ..Default::default()
+        }],
+        raw_input_contents: vec![raw.clone()],
+        ..Default::default()
+    };
+    let mut g = c.benchmark_group("grpc_decode");
+    g.throughput(Throughput::Bytes(raw.len() as u64));
+    g.bench_function("image_request", |b| {
+        b.iter(|| server::grpc::convert::request(req.clone()).unwrap())
+    });
+    g.bench_function("image_copy_baseline", |b| {
+        b.iter(|| Tensor::from_raw(DataType::Fp32, shape.clone(), &raw).unwrap())
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = onnx_direct, batcher, handoff, json_codec
+    targets = onnx_direct, batcher, handoff, json_codec, grpc_decode
 }
 criterion_main!(benches);
