@@ -235,7 +235,6 @@ async fn drop_collection(State(ctx): St, Path(c): Path<String>) -> Answer {
     ok(json!(true), t)
 }
 
-/// One unnamed dense vector, as a point or a query carries it.
 /// Qdrant calls a collection's one unnamed vector `""` (the default vector), so a one-entry
 /// map under that name is the unnamed form: LangChain's Qdrant store sends every vector, its
 /// collection's config and its queries' `using` that way.
@@ -248,6 +247,7 @@ fn unnamed(v: Value) -> Value {
     }
 }
 
+/// One unnamed dense vector, as a point or a query carries it.
 fn dense(v: Value, what: &str) -> Result<Vec<f32>, QdrantError> {
     let v = unnamed(v);
     if v.is_object() {
@@ -605,25 +605,18 @@ async fn nearest(
     let filter = n.filter.map(filter).transpose()?;
     let params = n.params.unwrap_or_default();
     let wanted = n.limit + n.offset;
-    let diversity = match &mmr {
+    // (λ, candidates) of an MMR query.
+    let mmr = match mmr {
         Some(m) => {
             let d = m.diversity.unwrap_or(0.5);
             if !(0.0..=1.0).contains(&d) {
                 return Err(bad(format!("mmr.diversity {d} is out of range: 0 to 1")));
             }
-            Some(d)
+            Some((1.0 - d, m.candidates_limit.unwrap_or(wanted)))
         }
         None => None,
     };
-    let candidates = mmr
-        .as_ref()
-        .and_then(|m| m.candidates_limit)
-        .unwrap_or(wanted);
-    let k = if diversity.is_some() {
-        candidates
-    } else {
-        wanted
-    } + usize::from(exclude.is_some());
+    let k = mmr.map_or(wanted, |(_, candidates)| candidates) + usize::from(exclude.is_some());
     let with_payload = n.with_payload.wanted(false);
     let req = SearchRequest {
         filter,
@@ -631,12 +624,16 @@ async fn nearest(
         exact: params.exact,
         score_threshold: n.score_threshold,
         with_payload,
-        with_vector: n.with_vector || diversity.is_some(),
-        ..SearchRequest::vector(vector.clone(), k)
+        with_vector: n.with_vector || mmr.is_some(),
+        ..SearchRequest::vector(vector, k)
     };
     let store = Arc::clone(&ctx.store);
     let (hits, metric) = blocking(move || {
-        let metric = store.info(&c)?.params.metric;
+        // Only MMR compares candidates with each other, under the collection's metric.
+        let metric = match mmr {
+            Some(_) => Some(store.info(&c)?.params.metric),
+            None => None,
+        };
         Ok((store.search(&c, req)?, metric))
     })
     .await?;
@@ -644,12 +641,23 @@ async fn nearest(
         .into_iter()
         .filter(|h| exclude.as_ref() != Some(&h.id))
         .collect();
-    if let Some(d) = diversity {
+    if let (Some((lambda, _)), Some(metric)) = (mmr, metric) {
+        // A hit's score is its similarity to the query (Euclid: its distance, negated).
+        let relevance: Vec<f32> = hits
+            .iter()
+            .map(|h| {
+                if metric == Metric::L2 {
+                    -h.score
+                } else {
+                    h.score
+                }
+            })
+            .collect();
         let vectors: Vec<&[f32]> = hits
             .iter()
             .map(|h| h.vector.as_deref().unwrap_or_default())
             .collect();
-        let order = mmr_order(&vector, &vectors, metric, 1.0 - d, wanted);
+        let order = mmr_order(&relevance, &vectors, metric, lambda, wanted);
         let mut taken: Vec<Option<_>> = hits.into_iter().map(Some).collect();
         hits = order.into_iter().filter_map(|i| taken[i].take()).collect();
     }
@@ -667,43 +675,25 @@ async fn nearest(
         .collect())
 }
 
-/// Similarity under a collection's metric, higher is closer (the negated distance for
-/// Euclid); stored cosine vectors are unit length, the query is normalised here.
+/// Similarity of two stored vectors under a collection's metric, higher is closer (the
+/// negated distance for Euclid; stored cosine vectors are unit length).
 fn similarity(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
     match metric {
-        Metric::Dot | Metric::Cosine => a.iter().zip(b).map(|(x, y)| x * y).sum(),
-        Metric::L2 => -a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y) * (x - y))
-            .sum::<f32>()
-            .sqrt(),
+        Metric::Dot | Metric::Cosine => vector::distance::dot(a, b),
+        Metric::L2 => -vector::distance::l2sq(a, b).sqrt(),
     }
 }
 
-/// Maximal marginal relevance over `candidates` for `query`: indices of up to `limit` of them
-/// in pick order, the nearest first, then each maximising
-/// `lambda·sim(query, c) − (1 − lambda)·max sim(c, picked)`.
+/// Maximal marginal relevance over `candidates`, given each one's `relevance` (similarity
+/// to the query): indices of up to `limit` of them in pick order, the most relevant first,
+/// then each maximising `lambda·relevance(c) − (1 − lambda)·max sim(c, picked)`.
 fn mmr_order(
-    query: &[f32],
+    relevance: &[f32],
     candidates: &[&[f32]],
     metric: Metric,
     lambda: f32,
     limit: usize,
 ) -> Vec<usize> {
-    let q: Vec<f32> = if metric == Metric::Cosine {
-        let norm = query.iter().map(|x| x * x).sum::<f32>().sqrt();
-        query
-            .iter()
-            .map(|x| x / norm.max(f32::MIN_POSITIVE))
-            .collect()
-    } else {
-        query.to_vec()
-    };
-    let relevance: Vec<f32> = candidates
-        .iter()
-        .map(|c| similarity(metric, &q, c))
-        .collect();
     // The highest similarity of each candidate to any pick so far.
     let mut nearest_pick = vec![f32::NEG_INFINITY; candidates.len()];
     let mut left: Vec<usize> = (0..candidates.len()).collect();
@@ -803,26 +793,29 @@ mod tests {
 
     #[test]
     fn mmr_skips_a_near_duplicate_of_its_first_pick() {
-        // b is nearest to q, a nearly duplicates b, c is far from both.
+        // Relevance as the search scores it: similarity to the query.
+        let relevance = |m, q: &[f32], cands: &[&[f32]]| {
+            cands
+                .iter()
+                .map(|c| similarity(m, q, c))
+                .collect::<Vec<_>>()
+        };
+        // b is nearest to q (unit length), a nearly duplicates b, c is far from both.
         let q = [0.8, 0.6];
         let (a, b, c) = ([1.0, 0.0], [0.995, 0.0998], [0.0, 1.0]);
         let cands: [&[f32]; 3] = [&a, &b, &c];
-        assert_eq!(mmr_order(&q, &cands, Metric::Cosine, 0.5, 3), [1, 2, 0]);
+        let rel = relevance(Metric::Cosine, &q, &cands);
+        assert_eq!(mmr_order(&rel, &cands, Metric::Cosine, 0.5, 3), [1, 2, 0]);
         // λ = 1 is relevance alone: the plain ranking.
-        assert_eq!(mmr_order(&q, &cands, Metric::Cosine, 1.0, 3), [1, 0, 2]);
-        assert_eq!(mmr_order(&q, &cands, Metric::Cosine, 0.5, 2), [1, 2]);
+        assert_eq!(mmr_order(&rel, &cands, Metric::Cosine, 1.0, 3), [1, 0, 2]);
+        assert_eq!(mmr_order(&rel, &cands, Metric::Cosine, 0.5, 2), [1, 2]);
         // Euclid: similarity is the negated distance. y is nearest to the query, x next to
         // it; with diversity weighing most (λ = 0.2) the far z comes second.
         let (x, y, z) = ([0.0, 0.0], [0.1, 0.0], [3.0, 0.0]);
         let near: [&[f32]; 3] = [&x, &y, &z];
-        assert_eq!(
-            mmr_order(&[0.06, 0.0], &near, Metric::L2, 0.2, 3),
-            [1, 2, 0]
-        );
-        assert_eq!(
-            mmr_order(&[0.06, 0.0], &near, Metric::L2, 1.0, 3),
-            [1, 0, 2]
-        );
-        assert!(mmr_order(&q, &[], Metric::Dot, 0.5, 3).is_empty());
+        let rel = relevance(Metric::L2, &[0.06, 0.0], &near);
+        assert_eq!(mmr_order(&rel, &near, Metric::L2, 0.2, 3), [1, 2, 0]);
+        assert_eq!(mmr_order(&rel, &near, Metric::L2, 1.0, 3), [1, 0, 2]);
+        assert!(mmr_order(&[], &[], Metric::Dot, 0.5, 3).is_empty());
     }
 }
