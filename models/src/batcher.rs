@@ -491,9 +491,7 @@ impl Shared {
                 max == 0 || full || st.closing || now >= oldest + self.settings.max_queue_delay;
             if ready {
                 let batch = self.take(&mut st);
-                st.len -= batch.len();
                 let model = st.idle.pop().expect("an idle instance, checked above");
-                self.metrics.pending.sub(batch.len() as i64);
                 return Some((batch, model));
             }
             let mut until = oldest + self.settings.max_queue_delay;
@@ -535,10 +533,19 @@ impl Shared {
         (oldest, full, deadline)
     }
 
-    /// Removes the next batch from the queues: the head of the highest priority, then every
+    /// Removes the next batch from the queues and counts it out of the queue's length and
+    /// its pending gauge.
+    fn take(&self, st: &mut State) -> Vec<Pending> {
+        let batch = self.pick(st);
+        st.len -= batch.len();
+        self.metrics.pending.sub(batch.len() as i64);
+        batch
+    }
+
+    /// The next batch, removed from the queues: the head of the highest priority, then every
     /// compatible request, in priority and arrival order, that keeps the batch within
     /// `max_batch_size` rows and `max_batch_cost`.
-    fn take(&self, st: &mut State) -> Vec<Pending> {
+    fn pick(&self, st: &mut State) -> Vec<Pending> {
         let max = self.settings.max_batch_size;
         let first_level = st
             .queues
@@ -579,11 +586,7 @@ impl Shared {
         if st.len == 0 {
             return None;
         }
-        let batch = self.take(&mut st);
-        st.len -= batch.len();
-        drop(st);
-        self.metrics.pending.sub(batch.len() as i64);
-        Some(batch)
+        Some(self.take(&mut st))
     }
 
     /// Puts an instance back in the pool and wakes a worker if work waits for one. Once the
