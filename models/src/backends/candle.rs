@@ -150,7 +150,6 @@ impl TextPrep {
                 self.max_client_batch_size
             )));
         }
-        let vocab = self.tokenizer.get_vocab_size(true);
         texts
             .iter()
             .enumerate()
@@ -165,7 +164,7 @@ impl TextPrep {
                         .map_err(|e| Error::InvalidInput(format!("input '{input}': text {i} cannot be tokenized: {e}")))?
                         .len(),
                     Piece::Ids(ids) => {
-                        if let Some((at, id)) = ids.iter().enumerate().find(|(_, id)| **id as usize >= vocab) {
+                        if let Some((at, id, vocab)) = self.outside_vocabulary(&ids) {
                             return Err(Error::InvalidInput(format!(
                                 "input '{input}': token {at} of token array {i} is id {id}, outside the model's vocabulary of {vocab} ids"
                             )));
@@ -210,20 +209,34 @@ impl TextPrep {
         }
         .into_iter()
         .map(|e| e.get_ids().to_vec());
-        let vocab = self.tokenizer.get_vocab_size(true);
         pieces
             .into_iter()
             .map(|p| match p {
                 Piece::Text(_) => Ok(encoded.next().expect("one encoding per text")),
-                Piece::Ids(ids) if ids.iter().any(|&id| id as usize >= vocab) => Err(format!(
-                    "a token id is outside the vocabulary of {vocab} ids"
-                )),
-                Piece::Ids(mut ids) => {
-                    ids.truncate(self.max_seq_len);
-                    Ok(ids)
-                }
+                Piece::Ids(mut ids) => match self.outside_vocabulary(&ids) {
+                    // Checked on the request path already (`count`); a run reached
+                    // otherwise must not index past the embedding table either.
+                    Some((_, id, vocab)) => Err(format!(
+                        "token id {id} is outside the vocabulary of {vocab} ids"
+                    )),
+                    None => {
+                        ids.truncate(self.max_seq_len);
+                        Ok(ids)
+                    }
+                },
             })
             .collect()
+    }
+
+    /// The first id outside the tokenizer's vocabulary: its position, the id and the
+    /// vocabulary's size.
+    fn outside_vocabulary(&self, ids: &[u32]) -> Option<(usize, u32, usize)> {
+        let vocab = self.tokenizer.get_vocab_size(true);
+        let (at, &id) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, id)| **id as usize >= vocab)?;
+        Some((at, id, vocab))
     }
 }
 
