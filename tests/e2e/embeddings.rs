@@ -66,12 +66,7 @@ fn cases() -> Vec<Case> {
             text: c["text"].as_str().unwrap().to_owned(),
             tokens: c["tokens"].as_u64().unwrap(),
             truncated: c["truncated"].as_bool().unwrap(),
-            embedding: c["embedding"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap())
-                .collect(),
+            embedding: floats(&c["embedding"]),
         })
         .collect()
 }
@@ -86,13 +81,19 @@ fn cosine(a: &[f64], b: &[f64]) -> f64 {
 fn rows(resp: &Value) -> Vec<Vec<f64>> {
     let out = &resp["outputs"][0];
     let dim = out["shape"][1].as_u64().unwrap() as usize;
-    let flat: Vec<f64> = out["data"]
-        .as_array()
+    floats(&out["data"])
+        .chunks(dim)
+        .map(<[f64]>::to_vec)
+        .collect()
+}
+
+/// A JSON array of numbers.
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
         .unwrap()
         .iter()
         .map(|x| x.as_f64().unwrap())
-        .collect();
-    flat.chunks(dim).map(<[f64]>::to_vec).collect()
+        .collect()
 }
 
 async fn v2_embed(srv: &Server, model: &str, texts: &[&str]) -> (u16, Value) {
@@ -192,12 +193,7 @@ async fn embeddings_match_the_reference_batched_or_not_over_v2_openai_and_grpc()
     assert_eq!(data.len(), cases.len());
     for (i, d) in data.iter().enumerate() {
         assert_eq!(d["index"], i);
-        let e: Vec<f64> = d["embedding"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect();
+        let e = floats(&d["embedding"]);
         assert!(cosine(&e, &cases[i].embedding) >= 0.9999, "text {i}");
     }
     let (status, one) = srv
@@ -207,24 +203,11 @@ async fn embeddings_match_the_reference_batched_or_not_over_v2_openai_and_grpc()
         )
         .await;
     assert_eq!(status, 200, "{one}");
-    let e: Vec<f64> = one["data"][0]["embedding"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect();
+    let e = floats(&one["data"][0]["embedding"]);
     assert!(cosine(&e, &cases[3].embedding) >= 0.9999);
 
     // Token ids of the model's vocabulary ([CLS] hello world [SEP] in BERT's uncased one)
     // embed as their text on both engines, batched beside a text.
-    let vector = |d: &Value| -> Vec<f64> {
-        d["embedding"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect()
-    };
     for model in ["minilm", "minilm_ort"] {
         let (status, r) = srv
             .post(
@@ -242,7 +225,10 @@ async fn embeddings_match_the_reference_batched_or_not_over_v2_openai_and_grpc()
             .await;
         assert_eq!(status, 200, "{t}");
         for i in 0..2 {
-            let (ids, text) = (vector(&r["data"][i]), vector(&t["data"][i]));
+            let (ids, text) = (
+                floats(&r["data"][i]["embedding"]),
+                floats(&t["data"][i]["embedding"]),
+            );
             let diff = ids
                 .iter()
                 .zip(&text)
