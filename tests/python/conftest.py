@@ -20,6 +20,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +76,24 @@ def launch_minilm(tmp_path_factory, tag, key, scopes):
     keys.write_text(json.dumps({"keys": [
         {"name": tag, "sha256": hashlib.sha256(key.encode()).hexdigest(), "scopes": scopes}]}))
     return launch(repo, tmp_path_factory.mktemp(f"{tag}-data"), auth=("--api-keys", str(keys)))
+
+
+def brute(data, q, metric, k, keep=None):
+    """Ids (row indices) of the k nearest rows of `data` to `q` among those `keep` accepts,
+    and their scores as Qdrant defines them: cosine and dot similarity, Euclidean distance."""
+    ids = [i for i in range(len(data)) if keep is None or keep(i)]
+    x = data[ids]
+    q = np.asarray(q)
+    if metric == "cosine":
+        s = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (q / np.linalg.norm(q))
+        order = np.argsort(-s, kind="stable")
+    elif metric == "dot":
+        s = x @ q
+        order = np.argsort(-s, kind="stable")
+    else:
+        s = np.linalg.norm(x - q, axis=1)
+        order = np.argsort(s, kind="stable")
+    return [ids[i] for i in order[:k]], [float(s[i]) for i in order[:k]]
 
 
 def free_ports(n):

@@ -15,7 +15,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_qdrant import QdrantVectorStore
 from qdrant_client import models
 
-from conftest import launch_minilm, stop
+from conftest import brute, launch_minilm, stop
 
 KEY = "langchain-test-key"
 COLLECTION = "lc_docs"
@@ -81,16 +81,6 @@ def vectors(embeddings):
     return np.array(embeddings.embed_documents(TEXTS), dtype=np.float64)
 
 
-def brute(vectors, q, k, keep=lambda i: True):
-    """Indices of the k most cosine-similar documents among those kept, and their scores."""
-    idx = [i for i in range(len(DOCS)) if keep(i)]
-    x = vectors[idx]
-    q = np.asarray(q, dtype=np.float64)
-    s = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (q / np.linalg.norm(q))
-    order = np.argsort(-s, kind="stable")[:k]
-    return [idx[j] for j in order], [float(s[j]) for j in order]
-
-
 def test_the_store_made_its_collection_with_the_embeddings_shape(store):
     info = store.client.get_collection(COLLECTION)
     assert info.points_count == len(DOCS)
@@ -101,7 +91,7 @@ def test_the_store_made_its_collection_with_the_embeddings_shape(store):
 def test_similarity_search_matches_brute_force(store, embeddings, vectors):
     for query in QUERIES:
         got = store.similarity_search_with_score(query, k=4)
-        want, scores = brute(vectors, embeddings.embed_query(query), 4)
+        want, scores = brute(vectors, embeddings.embed_query(query), "cosine", 4)
         assert [d.page_content for d, _ in got] == [TEXTS[i] for i in want], query
         np.testing.assert_allclose([s for _, s in got], scores, atol=1e-5)
         for (doc, _), i in zip(got, want):
@@ -115,7 +105,7 @@ def test_a_metadata_filter_narrows_the_search(store, embeddings, vectors):
     flt = models.Filter(must=[models.FieldCondition(key="metadata.topic",
                                                     match=models.MatchValue(value="weather"))])
     got = store.similarity_search_with_score("pets playing outside", k=3, filter=flt)
-    want, scores = brute(vectors, embeddings.embed_query("pets playing outside"), 3,
+    want, scores = brute(vectors, embeddings.embed_query("pets playing outside"), "cosine", 3,
                          keep=lambda i: DOCS[i][0] == "weather")
     assert [d.page_content for d, _ in got] == [TEXTS[i] for i in want]
     np.testing.assert_allclose([s for _, s in got], scores, atol=1e-5)
@@ -129,7 +119,7 @@ def mmr(vectors, q, k, fetch_k, diversity):
     """Qdrant's maximal marginal relevance over the fetch_k nearest (cosine): the nearest
     first, then each pick maximising λ·sim(q, d) − (1 − λ)·max sim(d, picked), λ = 1 − diversity."""
     x = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    cands, _ = brute(vectors, q, fetch_k)
+    cands, _ = brute(vectors, q, "cosine", fetch_k)
     rel = {i: float(x[i] @ (np.asarray(q) / np.linalg.norm(q))) for i in cands}
     lam, picked = 1.0 - diversity, [cands[0]]
     while len(picked) < k:
@@ -147,7 +137,7 @@ def test_maximal_marginal_relevance_matches_qdrants_definition(store, embeddings
         got = store.max_marginal_relevance_search(query, k=4, fetch_k=8, lambda_mult=lambda_mult)
         want = mmr(vectors, q, 4, 8, diversity=lambda_mult)
         assert [d.page_content for d in got] == [TEXTS[i] for i in want], lambda_mult
-    plain, _ = brute(vectors, q, 4)
+    plain, _ = brute(vectors, q, "cosine", 4)
     diverse = mmr(vectors, q, 4, 8, diversity=0.9)
     assert diverse != plain, "the check would not notice MMR being ignored"
 
@@ -155,10 +145,10 @@ def test_maximal_marginal_relevance_matches_qdrants_definition(store, embeddings
 def test_documents_by_id_and_deletion(store, embeddings, vectors):
     docs = store.get_by_ids(IDS[:2])
     assert sorted(d.page_content for d in docs) == sorted(TEXTS[:2])
-    top, _ = brute(vectors, embeddings.embed_query("pets playing outside"), 1)
+    top, _ = brute(vectors, embeddings.embed_query("pets playing outside"), "cosine", 1)
     assert store.delete(ids=[IDS[top[0]]])
     assert store.client.count(COLLECTION).count == len(DOCS) - 1
     got = store.similarity_search("pets playing outside", k=4)
-    want, _ = brute(vectors, embeddings.embed_query("pets playing outside"), 4,
+    want, _ = brute(vectors, embeddings.embed_query("pets playing outside"), "cosine", 4,
                     keep=lambda i: i != top[0])
     assert [d.page_content for d in got] == [TEXTS[i] for i in want]

@@ -14,7 +14,7 @@ import pytest
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from conftest import MODEL_REPOSITORY, launch, stop
+from conftest import MODEL_REPOSITORY, brute, launch, stop
 
 KEY = "qdrant-client-test-key"
 DIM = 8
@@ -37,22 +37,6 @@ def client(tmp_path_factory):
 
 def vectors(n, seed):
     return np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
-
-
-def brute(data, q, metric, k, keep=None):
-    """Ids of the k nearest, and their scores as Qdrant defines them."""
-    ids = [i for i in range(len(data)) if keep is None or keep(i)]
-    x = data[ids]
-    if metric == "cosine":
-        s = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (q / np.linalg.norm(q))
-        order = np.argsort(-s)
-    elif metric == "dot":
-        s = x @ q
-        order = np.argsort(-s)
-    else:
-        s = np.linalg.norm(x - q, axis=1)
-        order = np.argsort(s)
-    return [ids[i] for i in order[:k]], [float(s[i]) for i in order[:k]]
 
 
 @pytest.mark.parametrize("distance,metric", [
