@@ -909,6 +909,17 @@ mod tests {
         }
     }
 
+    /// A batcher of up to 8 rows per execution, otherwise the defaults.
+    fn batching(gated: bool) -> Fixture {
+        start(
+            BatchSettings {
+                max_batch_size: 8,
+                ..Default::default()
+            },
+            gated,
+        )
+    }
+
     fn open(gate: &(Mutex<bool>, Condvar)) {
         *gate.0.lock().unwrap() = true;
         gate.1.notify_all();
@@ -926,13 +937,7 @@ mod tests {
 
     #[test]
     fn queued_requests_run_as_one_batch_and_get_their_own_rows_back() {
-        let f = start(
-            BatchSettings {
-                max_batch_size: 8,
-                ..Default::default()
-            },
-            true,
-        );
+        let f = batching(true);
         // The first request occupies the (gated) model; the next three queue up behind it.
         let first = f.batcher.submit(job(&[1.0])).unwrap();
         wait_until(|| f.runs.load(Ordering::SeqCst) == 1);
@@ -1152,13 +1157,7 @@ mod tests {
 
     #[test]
     fn an_idle_model_runs_the_call_on_the_callers_thread() {
-        let f = start(
-            BatchSettings {
-                max_batch_size: 8,
-                ..Default::default()
-            },
-            false,
-        );
+        let f = batching(false);
         let out = f.batcher.call_blocking(job(&[1.5, 2.0])).unwrap();
         assert_eq!(values(&out.outputs[0]), vec![3.0, 4.0]);
         assert_eq!(out.batch_rows, 2);
@@ -1178,13 +1177,7 @@ mod tests {
 
     #[test]
     fn requests_overlapping_an_inline_run_still_share_one_execution() {
-        let f = start(
-            BatchSettings {
-                max_batch_size: 8,
-                ..Default::default()
-            },
-            true,
-        );
+        let f = batching(true);
         let batcher = Arc::new(f.batcher);
         let caller = {
             let b = Arc::clone(&batcher);
@@ -1239,13 +1232,7 @@ mod tests {
 
     #[test]
     fn calls_run_inline_on_a_multi_threaded_runtime_and_queue_on_a_current_thread_one() {
-        let f = start(
-            BatchSettings {
-                max_batch_size: 8,
-                ..Default::default()
-            },
-            false,
-        );
+        let f = batching(false);
         let batcher = Arc::new(f.batcher);
         let on_runtime = |rt: tokio::runtime::Runtime| {
             let b = Arc::clone(&batcher);
@@ -1278,13 +1265,7 @@ mod tests {
     fn an_inline_run_of_unknown_length_leaves_the_worker_to_its_other_tasks() {
         // One async worker: the gated run can only end if the task that opens the gate gets a
         // thread while the run blocks the caller's, which is what block_in_place provides.
-        let f = start(
-            BatchSettings {
-                max_batch_size: 8,
-                ..Default::default()
-            },
-            true,
-        );
+        let f = batching(true);
         let batcher = Arc::new(f.batcher);
         let (gate, b) = (Arc::clone(&f.gate), Arc::clone(&batcher));
         let (done_tx, done_rx) = mpsc::channel();
