@@ -123,6 +123,7 @@ fn sampler(calls: u64) {
         RepositoryOptions {
             root: dir.path().to_owned(),
             cores: 1,
+            remote: None,
         },
         Metrics::new(&registry).unwrap(),
     );

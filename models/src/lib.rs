@@ -15,6 +15,8 @@
 //!   versions that requests are routed to; uploads, aliases, hot swaps.
 //! - [`registry`]: the registry's record beside each model (`registry.json`): version
 //!   metadata, aliases and their history; streamed, hashed uploads.
+//! - [`remote`]: the registry on S3-compatible object storage, shared by a fleet: records
+//!   changed by conditional writes, content-addressed artifacts, a local cache per replica.
 //! - [`stats`], [`metrics`]: Triton-shaped statistics and Prometheus metrics of the request path.
 //! - [`error`]: the crate's one error type.
 //!
@@ -28,6 +30,7 @@ pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod registry;
+pub mod remote;
 pub mod repository;
 pub mod signature;
 pub mod stats;

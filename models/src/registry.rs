@@ -79,6 +79,10 @@ pub struct VersionMeta {
     pub inputs: Vec<TensorMeta>,
     #[serde(default)]
     pub outputs: Vec<TensorMeta>,
+    /// The digest of the `config.toml` uploaded with the version, in a registry kept in
+    /// object storage (a local registry keeps that file in the version directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_sha256: Option<String>,
 }
 
 impl VersionMeta {
@@ -323,7 +327,7 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
     Ok((hex(&h.finalize()), n))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

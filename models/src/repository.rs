@@ -39,6 +39,7 @@ use crate::error::{Error, Result};
 use crate::metrics::{FailureReason, Metrics, VersionMetrics};
 use crate::model::Model;
 use crate::registry::{self, ModelMeta, Staged, Upload, VersionMeta, VersionStatus};
+use crate::remote::{Fetched, Record, Remote};
 use crate::signature::Signature;
 use crate::stats::ModelStats;
 use crate::tensor::{Tensor, TensorData};
@@ -252,6 +253,9 @@ pub struct RepositoryOptions {
     pub root: PathBuf,
     /// Cores to share between instances when a model sets no thread counts.
     pub cores: usize,
+    /// The registry in object storage, shared by a fleet; `root` is then this replica's
+    /// cache of it (see `remote`).
+    pub remote: Option<Arc<Remote>>,
 }
 
 pub struct Repository {
@@ -262,10 +266,19 @@ pub struct Repository {
     publish_lock: Mutex<()>,
     /// Serialises operations on one model (load, upload, alias moves, deletes).
     model_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// With a remote registry: the version of each model's record the cache mirrors.
+    mirrored: Mutex<HashMap<String, object_store::UpdateVersion>>,
 }
 
-/// A change to a model's registry record, given the version directories on disk.
-type MetaChange<'a> = Box<dyn FnOnce(&mut ModelMeta, &[u64]) -> Result<()> + 'a>;
+/// A change to a model's registry record, given the version directories on disk. With a
+/// remote registry it may run more than once: again on a newer record when another replica
+/// wrote first.
+type MetaChange<'a> = Box<dyn FnMut(&mut ModelMeta, &[u64]) -> Result<()> + 'a>;
+
+/// Times a change is redone on a newer record before the caller is told to retry.
+const COMMIT_ATTEMPTS: usize = 16;
+/// Where a replica keeps blobs uploaded through it until their version is recorded.
+const BLOBS_DIR: &str = ".blobs";
 
 /// What a [`Repository::sync`] may do besides reconciling.
 struct Sync<'a> {
@@ -310,6 +323,7 @@ impl Repository {
             models: ArcSwap::from_pointee(BTreeMap::new()),
             publish_lock: Mutex::new(()),
             model_locks: Mutex::new(HashMap::new()),
+            mirrored: Mutex::new(HashMap::new()),
         }
     }
 
@@ -327,9 +341,14 @@ impl Repository {
         Ok(self.opts.root.join(name))
     }
 
-    /// Loads every model directory under the root, discarding partial uploads left by a
-    /// crash. Blocking; failures are recorded per model.
+    /// Loads every model directory under the root (with a remote registry: every model it
+    /// records, through the cache), discarding partial uploads left by a crash. Blocking;
+    /// failures are recorded per model.
     pub fn load_all(&self) -> Result<()> {
+        if self.opts.remote.is_some() {
+            self.clean_cache();
+            return self.refresh();
+        }
         let entries = std::fs::read_dir(&self.opts.root).map_err(|e| {
             Error::Config(format!(
                 "cannot read the model repository {}: {e}",
@@ -411,12 +430,21 @@ impl Repository {
         self.models.store(Arc::new(map));
     }
 
-    /// Reconciles one model with its directory and registry record: applies `op.change`,
-    /// loads the versions that should serve (the version policy's choice plus every alias
-    /// target), persists the record, then publishes the new state in one atomic swap.
-    /// Versions no longer served are dropped from the map; each is freed once its last
-    /// in-flight request finishes. The caller holds the model's lock.
-    fn sync(&self, name: &str, dir: &Path, op: Sync<'_>) -> Result<Arc<ModelEntry>> {
+    /// Reconciles one model with its registry record: applies `op.change` (with a remote
+    /// registry, to the shared record first, see [`Repository::commit`]), loads the versions
+    /// that should serve (the version policy's choice plus every alias target), persists the
+    /// record, then publishes the new state in one atomic swap. Versions no longer served are
+    /// dropped from the map; each is freed once its last in-flight request finishes. The
+    /// caller holds the model's lock.
+    fn sync(&self, name: &str, dir: &Path, mut op: Sync<'_>) -> Result<Arc<ModelEntry>> {
+        if let Some(remote) = &self.opts.remote {
+            self.commit(remote, name, dir, &mut op)?;
+        }
+        self.sync_local(name, dir, op)
+    }
+
+    /// [`Repository::sync`] against the local directory and its `registry.json`.
+    fn sync_local(&self, name: &str, dir: &Path, mut op: Sync<'_>) -> Result<Arc<ModelEntry>> {
         let previous = self.models.load().get(name).cloned();
         let unloaded = !op.reload && previous.as_ref().is_some_and(|p| p.unloaded);
         let on_disk_meta = ModelMeta::load(dir)?;
@@ -700,60 +728,28 @@ impl Repository {
         if let Some(c) = config_toml {
             ModelConfig::parse(c, "the uploaded config.toml")?;
         }
-        let lock = self.model_lock(name);
-        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let meta = ModelMeta::load(&dir)?;
-        let disk = version_dirs(&dir);
-        let version = [
-            meta.next_version,
-            disk.last().map_or(1, |v| v + 1),
-            meta.versions.keys().last().map_or(1, |v| v + 1),
-            1,
-        ]
-        .into_iter()
-        .max()
-        .expect("non-empty");
-        // Assemble the version in a hidden directory, then rename it into place: a version
-        // directory is always complete.
-        let io = |what: &str, e: std::io::Error| Error::Io(format!("{what}: {e}"));
-        let staging = dir.join(format!(".staging-{version}"));
-        let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir_all(&staging)
-            .map_err(|e| io("cannot create the version directory", e))?;
-        std::fs::rename(&staged.path, staging.join(DEFAULT_MODEL_FILENAME))
-            .map_err(|e| io("cannot move the upload into place", e))?;
-        if let Some(c) = config_toml {
-            registry::write_atomic(&staging.join("config.toml"), c.as_bytes())?;
-        }
-        registry::sync_dir(&staging);
-        std::fs::rename(&staging, dir.join(version.to_string()))
-            .map_err(|e| io("cannot publish the version", e))?;
-        registry::sync_dir(&dir);
-
         let vmeta = VersionMeta {
             status: VersionStatus::Pending,
             reason: String::new(),
             created_ms: registry::now_ms(),
             size: staged.size,
-            sha256: staged.sha256,
+            sha256: staged.sha256.clone(),
             backend: "onnx".into(),
             labels,
             inputs: Vec::new(),
             outputs: Vec::new(),
+            config_sha256: None,
         };
-        self.sync(
-            name,
-            &dir,
-            Sync {
-                change: Box::new(move |m, _| {
-                    m.versions.insert(version, vmeta);
-                    m.next_version = version + 1;
-                    Ok(())
-                }),
-                ..Default::default()
-            },
-        )?;
-        drop(_g);
+        let lock = self.model_lock(name);
+        let version = match &self.opts.remote {
+            Some(remote) => {
+                self.add_remote_version(remote, name, &dir, &lock, staged, config_toml, vmeta)?
+            }
+            None => {
+                let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+                self.add_local_version(name, &dir, staged, config_toml, vmeta)?
+            }
+        };
 
         let repo = Arc::clone(self);
         let name = name.to_owned();
@@ -803,7 +799,7 @@ impl Repository {
                         change: Box::new(move |m, _| {
                             if let Some(v) = m.versions.get_mut(&version) {
                                 v.status = VersionStatus::Failed;
-                                v.reason = reason;
+                                v.reason.clone_from(&reason);
                             }
                             Ok(())
                         }),
@@ -846,7 +842,7 @@ impl Repository {
                         }
                         None if !disk.contains(&version) => {
                             return Err(Error::VersionNotFound {
-                                model,
+                                model: model.clone(),
                                 version: version.to_string(),
                             });
                         }
@@ -868,13 +864,12 @@ impl Repository {
             name,
             Sync {
                 change: Box::new(move |m, _| {
-                    m.aliases
-                        .remove(&alias_name)
-                        .map(|_| ())
-                        .ok_or(Error::VersionNotFound {
-                            model,
-                            version: alias_name,
-                        })
+                    m.aliases.remove(&alias_name).map(|_| ()).ok_or_else(|| {
+                        Error::VersionNotFound {
+                            model: model.clone(),
+                            version: alias_name.clone(),
+                        }
+                    })
                 }),
                 ..Default::default()
             },
@@ -910,24 +905,39 @@ impl Repository {
     /// Deletes a version: refused while an alias points at it. Requests in flight on it
     /// finish; its number is never reused.
     pub fn delete_version(&self, name: &str, version: u64) -> Result<()> {
+        let not_found = || Error::VersionNotFound {
+            model: name.to_owned(),
+            version: version.to_string(),
+        };
+        if self.opts.remote.is_some() {
+            // Checked against the newest shared record; the cache drops the directory once
+            // the record no longer has the version.
+            self.update(
+                name,
+                Sync {
+                    change: Box::new(move |m, _| {
+                        if !m.versions.contains_key(&version) {
+                            return Err(not_found());
+                        }
+                        refuse_if_aliased(m, name, version)?;
+                        m.versions.remove(&version);
+                        m.next_version = m.next_version.max(version + 1);
+                        Ok(())
+                    }),
+                    ..Default::default()
+                },
+            )?;
+            return Ok(());
+        }
         let dir = self.model_dir(name)?;
         let lock = self.model_lock(name);
         let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
         let meta = ModelMeta::load(&dir)?;
         let vdir = dir.join(version.to_string());
         if !vdir.is_dir() {
-            return Err(Error::VersionNotFound {
-                model: name.to_owned(),
-                version: version.to_string(),
-            });
+            return Err(not_found());
         }
-        let aliases = meta.aliases_of(version);
-        if !aliases.is_empty() {
-            return Err(Error::Conflict(format!(
-                "version {version} of model '{name}' cannot be deleted while aliases point at it: {}; move them first",
-                aliases.join(", ")
-            )));
-        }
+        refuse_if_aliased(&meta, name, version)?;
         let trash = dir.join(format!(".deleted-{version}-{}", registry::now_ms()));
         std::fs::rename(&vdir, &trash)
             .map_err(|e| Error::Io(format!("cannot delete {}: {e}", vdir.display())))?;
@@ -953,7 +963,11 @@ impl Repository {
         let dir = self.model_dir(name)?;
         let lock = self.model_lock(name);
         let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
-        if !dir.is_dir() {
+        let absent_remotely = match &self.opts.remote {
+            Some(remote) => matches!(self.mirror(remote, name, &dir)?, Mirrored::Absent),
+            None => false,
+        };
+        if absent_remotely || !dir.is_dir() {
             return Err(Error::ModelNotFound(name.to_owned()));
         }
         let meta = ModelMeta::load(&dir)?;
@@ -963,6 +977,10 @@ impl Repository {
                 "model '{name}' cannot be deleted while it has aliases: {}; delete them first",
                 names.join(", ")
             )));
+        }
+        if let Some(remote) = &self.opts.remote {
+            remote.delete_model(name)?;
+            self.forget(name);
         }
         let trash = self
             .opts
@@ -1129,6 +1147,360 @@ impl Repository {
     }
 }
 
+/// What [`Repository::mirror`] found in the store.
+enum Mirrored {
+    Unchanged,
+    Changed,
+    /// No record: the model does not exist in the shared registry (or no longer does).
+    Absent,
+}
+
+// Adding versions, and the registry in object storage.
+impl Repository {
+    /// A new version in a local registry: the next free number, its directory assembled
+    /// and renamed into place, then recorded. The caller holds the model's lock.
+    fn add_local_version(
+        &self,
+        name: &str,
+        dir: &Path,
+        staged: Staged,
+        config_toml: Option<&str>,
+        vmeta: VersionMeta,
+    ) -> Result<u64> {
+        let version = next_version(&ModelMeta::load(dir)?, &version_dirs(dir));
+        place_version(dir, version, &staged.path, config_toml.map(str::as_bytes))?;
+        self.sync(
+            name,
+            dir,
+            Sync {
+                change: Box::new(move |m, _| {
+                    m.versions.insert(version, vmeta.clone());
+                    m.next_version = version + 1;
+                    Ok(())
+                }),
+                ..Default::default()
+            },
+        )?;
+        Ok(version)
+    }
+
+    /// A new version in the shared registry. The artifact (and its config) go to the store
+    /// first, outside the model's lock since they may be large; then the number is claimed
+    /// by a conditional write of the record, so replicas uploading at once get distinct
+    /// numbers. The staged file waits in the cache's blob directory, where the mirroring of
+    /// the new record finds it instead of downloading it back.
+    #[allow(clippy::too_many_arguments)]
+    fn add_remote_version(
+        &self,
+        remote: &Remote,
+        name: &str,
+        dir: &Path,
+        lock: &Mutex<()>,
+        staged: Staged,
+        config_toml: Option<&str>,
+        mut vmeta: VersionMeta,
+    ) -> Result<u64> {
+        remote.put_blob(name, &staged.path, &staged.sha256)?;
+        let blobs = dir.join(BLOBS_DIR);
+        let io = |e: std::io::Error| {
+            Error::Io(format!(
+                "cannot keep the upload in {}: {e}",
+                blobs.display()
+            ))
+        };
+        std::fs::create_dir_all(&blobs).map_err(io)?;
+        if let Some(c) = config_toml {
+            let digest = remote.put_small_blob(name, c.as_bytes())?;
+            registry::write_atomic(&blobs.join(&digest), c.as_bytes())?;
+            vmeta.config_sha256 = Some(digest);
+        }
+        std::fs::rename(&staged.path, blobs.join(&staged.sha256)).map_err(io)?;
+        let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let claimed = std::cell::Cell::new(0);
+        self.sync(
+            name,
+            dir,
+            Sync {
+                change: Box::new(|m, disk| {
+                    let v = next_version(m, disk);
+                    m.versions.insert(v, vmeta.clone());
+                    m.next_version = v + 1;
+                    claimed.set(v);
+                    Ok(())
+                }),
+                ..Default::default()
+            },
+        )?;
+        Ok(claimed.get())
+    }
+
+    /// Brings every model up to its record in the store, and serves what changed through the
+    /// same load-then-swap as a local change: requests keep the versions they were routed
+    /// to, and none fails while an alias moves. Models deleted from the store stop serving.
+    /// Runs at start-up and then every poll interval; a model that cannot be refreshed keeps
+    /// serving what it had. Blocking.
+    pub fn refresh(&self) -> Result<()> {
+        let Some(remote) = &self.opts.remote else {
+            return Ok(());
+        };
+        let mut names = remote.models()?;
+        names.extend(self.models.load().keys().cloned());
+        for name in names {
+            let Ok(dir) = self.model_dir(&name) else {
+                continue;
+            };
+            let lock = self.model_lock(&name);
+            let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+            match self.mirror(remote, &name, &dir) {
+                Ok(Mirrored::Unchanged) => {}
+                Ok(Mirrored::Changed) => {
+                    if let Err(e) = self.sync_local(&name, &dir, Sync::default()) {
+                        tracing::warn!(model = %name, error = %e, "cannot serve the registry's newest record");
+                    }
+                }
+                Ok(Mirrored::Absent) => {
+                    if self.models.load().contains_key(&name) {
+                        self.unpublish(&name);
+                        let _ = std::fs::remove_dir_all(&dir);
+                        tracing::info!(model = %name, "model deleted from the shared registry: no longer served");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(model = %name, error = %e, "cannot refresh from the shared registry; serving what it had")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes what a crash left in the cache (partial uploads and downloads, blobs whose
+    /// version was never recorded). Start-up only: uploads may be in flight later.
+    fn clean_cache(&self) {
+        for entry in std::fs::read_dir(&self.opts.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let dir = entry.path();
+            registry::discard_partial_uploads(&dir);
+            let _ = std::fs::remove_dir_all(dir.join(BLOBS_DIR));
+        }
+    }
+
+    fn mirrored(&self, name: &str) -> Option<object_store::UpdateVersion> {
+        let m = self.mirrored.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(name).cloned()
+    }
+
+    fn forget(&self, name: &str) {
+        let mut m = self.mirrored.lock().unwrap_or_else(|p| p.into_inner());
+        m.remove(name);
+    }
+
+    /// Applies `op.change` to the model's record in the store: read it (the cache mirrors
+    /// it), change it, write it back if it is still the record read; if another replica
+    /// wrote first, again on the newer record. The cache then mirrors what was written, and
+    /// `op.change` is spent (a no-op for the local sync that follows). With `op.strict`, the
+    /// versions the new record's aliases point at are loaded before it is written, so a move
+    /// this replica cannot serve changes nothing. The caller holds the model's lock.
+    fn commit(&self, remote: &Remote, name: &str, dir: &Path, op: &mut Sync<'_>) -> Result<()> {
+        let mut change = std::mem::replace(&mut op.change, Box::new(|_, _| Ok(())));
+        for attempt in 0..COMMIT_ATTEMPTS {
+            self.mirror(remote, name, dir)?;
+            let before = ModelMeta::load(dir)?;
+            let mut meta = before.clone();
+            change(&mut meta, &version_dirs(dir))?;
+            if meta == before {
+                return Ok(());
+            }
+            if op.strict {
+                self.preload_alias_targets(name, dir, &meta, &mut op.preloaded)?;
+            }
+            if let Some(written) = remote.commit(name, &meta, self.mirrored(name).as_ref())? {
+                self.apply_record(remote, name, dir, &meta, false)?;
+                let mut m = self.mirrored.lock().unwrap_or_else(|p| p.into_inner());
+                m.insert(name.to_owned(), written);
+                return Ok(());
+            }
+            tracing::debug!(
+                model = name,
+                attempt,
+                "another replica changed the record first: redoing the change on the newer one"
+            );
+            std::thread::sleep(Duration::from_millis(2 << attempt.min(6)));
+        }
+        Err(Error::Conflict(format!(
+            "the record of model '{name}' kept changing through other replicas ({COMMIT_ATTEMPTS} attempts); retry"
+        )))
+    }
+
+    /// Loads the versions `meta`'s aliases point at that do not serve yet.
+    fn preload_alias_targets(
+        &self,
+        name: &str,
+        dir: &Path,
+        meta: &ModelMeta,
+        preloaded: &mut Vec<ServedVersion>,
+    ) -> Result<()> {
+        let current = self.models.load().get(name).cloned();
+        let config = read_config(dir)?;
+        for v in meta.aliases.values().map(|a| a.version) {
+            let serving = current
+                .as_ref()
+                .is_some_and(|e| matches!(e.versions.get(&v), Some(VersionState::Ready(_))));
+            let vdir = dir.join(v.to_string());
+            if serving || preloaded.iter().any(|p| p.version == v) || !vdir.is_dir() {
+                continue;
+            }
+            preloaded.push(self.load_version(name, v, &vdir, &config)?);
+        }
+        Ok(())
+    }
+
+    /// Brings one model's cache up to its record in the store (a conditional read: nothing
+    /// is transferred while the record is unchanged). The caller holds the model's lock.
+    fn mirror(&self, remote: &Remote, name: &str, dir: &Path) -> Result<Mirrored> {
+        let seen = self.mirrored(name);
+        match remote.fetch(name, seen.as_ref().and_then(|v| v.e_tag.as_deref()))? {
+            Fetched::Unchanged => Ok(Mirrored::Unchanged),
+            Fetched::Absent => {
+                if dir.is_dir() {
+                    self.apply_record(remote, name, dir, &ModelMeta::default(), false)?;
+                }
+                self.forget(name);
+                Ok(Mirrored::Absent)
+            }
+            Fetched::Changed(Record { meta, version }) => {
+                self.apply_record(remote, name, dir, &meta, seen.is_none())?;
+                let mut m = self.mirrored.lock().unwrap_or_else(|p| p.into_inner());
+                m.insert(name.to_owned(), version);
+                Ok(Mirrored::Changed)
+            }
+        }
+    }
+
+    /// Makes one model's cache match `meta`: every version that may serve (all but FAILED
+    /// ones) has its directory, its artifact taken from the blobs uploaded here or
+    /// downloaded and digest-checked; directories of versions the record no longer has are
+    /// removed; `registry.json` is `meta`. With `verify` (the first look in this process),
+    /// cached artifacts are hashed again and fetched anew if they differ.
+    fn apply_record(
+        &self,
+        remote: &Remote,
+        name: &str,
+        dir: &Path,
+        meta: &ModelMeta,
+        verify: bool,
+    ) -> Result<()> {
+        let io = |what: &str, e: std::io::Error| Error::Io(format!("{what}: {e}"));
+        std::fs::create_dir_all(dir).map_err(|e| io("cannot create the model's cache", e))?;
+        for v in version_dirs(dir) {
+            if !meta.versions.contains_key(&v) {
+                remove_version_dir(dir, v)?;
+            }
+        }
+        let blobs = dir.join(BLOBS_DIR);
+        for (&v, m) in &meta.versions {
+            if m.status == VersionStatus::Failed {
+                continue;
+            }
+            let vdir = dir.join(v.to_string());
+            if vdir.is_dir() {
+                let intact = || {
+                    registry::sha256_file(&vdir.join(DEFAULT_MODEL_FILENAME))
+                        .is_ok_and(|(d, _)| d == m.sha256)
+                };
+                if !verify || intact() {
+                    continue;
+                }
+                tracing::warn!(
+                    model = name,
+                    version = v,
+                    "cached artifact does not match the registry's digest: fetching it again"
+                );
+                remove_version_dir(dir, v)?;
+            }
+            std::fs::create_dir_all(&blobs).map_err(|e| io("cannot create the blob cache", e))?;
+            let fetch = |digest: &str| -> Result<PathBuf> {
+                let path = blobs.join(digest);
+                if !path.is_file() {
+                    remote.get_blob(name, digest, &path)?;
+                }
+                Ok(path)
+            };
+            let artifact = fetch(&m.sha256)?;
+            let config = match &m.config_sha256 {
+                Some(d) => {
+                    let path = fetch(d)?;
+                    let bytes =
+                        std::fs::read(&path).map_err(|e| io("cannot read a cached config", e))?;
+                    let _ = std::fs::remove_file(&path);
+                    Some(bytes)
+                }
+                None => None,
+            };
+            place_version(dir, v, &artifact, config.as_deref())?;
+        }
+        meta.save(dir)
+    }
+}
+
+/// The number a new version of a model gets: never one it has used.
+fn next_version(meta: &ModelMeta, disk: &[u64]) -> u64 {
+    [
+        meta.next_version,
+        disk.last().map_or(1, |v| v + 1),
+        meta.versions.keys().last().map_or(1, |v| v + 1),
+        1,
+    ]
+    .into_iter()
+    .max()
+    .expect("non-empty")
+}
+
+/// Assembles version `version` of the model in `dir` from an artifact (moved) and an
+/// optional config in a hidden directory, then renames it into place: a version directory
+/// is always complete.
+fn place_version(dir: &Path, version: u64, artifact: &Path, config: Option<&[u8]>) -> Result<()> {
+    let io = |what: &str, e: std::io::Error| Error::Io(format!("{what}: {e}"));
+    let staging = dir.join(format!(".staging-{version}"));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(|e| io("cannot create the version directory", e))?;
+    std::fs::rename(artifact, staging.join(DEFAULT_MODEL_FILENAME))
+        .map_err(|e| io("cannot move the artifact into place", e))?;
+    if let Some(c) = config {
+        registry::write_atomic(&staging.join("config.toml"), c)?;
+    }
+    registry::sync_dir(&staging);
+    std::fs::rename(&staging, dir.join(version.to_string()))
+        .map_err(|e| io("cannot publish the version", e))?;
+    registry::sync_dir(dir);
+    Ok(())
+}
+
+/// Removes a version directory (renamed away first, so it vanishes at once).
+fn remove_version_dir(dir: &Path, version: u64) -> Result<()> {
+    let vdir = dir.join(version.to_string());
+    let trash = dir.join(format!(".deleted-{version}-{}", registry::now_ms()));
+    std::fs::rename(&vdir, &trash)
+        .map_err(|e| Error::Io(format!("cannot delete {}: {e}", vdir.display())))?;
+    registry::sync_dir(dir);
+    let _ = std::fs::remove_dir_all(&trash);
+    Ok(())
+}
+
+/// Refuses to delete a version an alias points at.
+fn refuse_if_aliased(meta: &ModelMeta, name: &str, version: u64) -> Result<()> {
+    let aliases = meta.aliases_of(version);
+    if aliases.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Conflict(format!(
+        "version {version} of model '{name}' cannot be deleted while aliases point at it: {}; move them first",
+        aliases.join(", ")
+    )))
+}
+
 /// Registry metadata for a version that was put in the repository by hand.
 fn hand_made_meta(dir: &Path, served: &ServedVersion) -> VersionMeta {
     let file = match served.backend {
@@ -1157,6 +1529,7 @@ fn hand_made_meta(dir: &Path, served: &ServedVersion) -> VersionMeta {
         labels: BTreeMap::new(),
         inputs: Vec::new(),
         outputs: Vec::new(),
+        config_sha256: None,
     }
 }
 

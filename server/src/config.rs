@@ -4,6 +4,12 @@
 //! ```toml
 //! # inferd.toml — every key is optional
 //! model_repository = "/srv/models"   # default: the embedded example models
+//! # The registry of a fleet, in S3-compatible object storage (model_repository is then this
+//! # replica's cache of it; default <data_dir>/registry-cache). Credentials: the AWS_*
+//! # variables, or registry_options (object_store's S3 settings).
+//! registry = "s3://models/inferd"
+//! registry_options = { endpoint = "http://minio:9000", region = "us-east-1" }
+//! registry_poll_ms = 1000            # how soon a change made through another replica serves
 //! data_dir = "/var/lib/inferd"       # default: ~/.local/share/inferd
 //! host = "0.0.0.0"
 //! http_port = 8000
@@ -66,6 +72,20 @@ pub struct ServeArgs {
     /// example models embedded in the binary, unpacked under the data directory.
     #[arg(long, env = "INFERD_MODEL_REPOSITORY")]
     pub model_repository: Option<PathBuf>,
+    /// The model registry of a fleet in S3-compatible object storage: `s3://bucket/prefix`.
+    /// Every replica given the same URL serves the same models, versions and aliases;
+    /// --model-repository is then this replica's cache (default: DATA_DIR/registry-cache).
+    /// Credentials and region: the AWS_* environment variables, or --registry-option.
+    #[arg(long, env = "INFERD_REGISTRY")]
+    pub registry: Option<String>,
+    /// An S3 setting of the registry's store, repeatable: endpoint=URL (MinIO, Ceph, R2,
+    /// ...), region, access_key_id, secret_access_key, session_token, allow_http=true,
+    /// virtual_hosted_style_request, ...
+    #[arg(long = "registry-option", value_name = "KEY=VALUE", value_parser = registry_option)]
+    pub registry_options: Vec<(String, String)>,
+    /// How often each replica looks for changes made through the others, in ms. Default: 1000.
+    #[arg(long, env = "INFERD_REGISTRY_POLL_MS")]
+    pub registry_poll_ms: Option<u64>,
     /// Directory for state that must survive restarts. Default: ~/.local/share/inferd.
     #[arg(long, env = "INFERD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -321,6 +341,9 @@ impl TlsArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     model_repository: Option<PathBuf>,
+    registry: Option<String>,
+    registry_options: Option<BTreeMap<String, String>>,
+    registry_poll_ms: Option<u64>,
     data_dir: Option<PathBuf>,
     host: Option<IpAddr>,
     http_port: Option<u16>,
@@ -369,8 +392,14 @@ struct FileConfig {
 /// The resolved, validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// `None`: serve the embedded example models.
+    /// `None`: serve the embedded example models (or, with `registry`, cache it under the
+    /// data directory).
     pub model_repository: Option<PathBuf>,
+    /// `s3://bucket/prefix`: the fleet's registry in object storage.
+    pub registry: Option<String>,
+    /// The registry store's settings (the file's, then the flags').
+    pub registry_options: Vec<(String, String)>,
+    pub registry_poll_ms: u64,
     pub data_dir: PathBuf,
     pub host: IpAddr,
     pub http_port: u16,
@@ -506,6 +535,24 @@ impl Config {
         let cfg =
             Config {
                 model_repository: args.model_repository.or(file.model_repository),
+                registry: args
+                    .registry
+                    .or(file.registry)
+                    .filter(|r| !r.trim().is_empty()),
+                registry_options: {
+                    let mut options = Vec::new();
+                    for (k, v) in file.registry_options.unwrap_or_default() {
+                        options.push(registry_option(&format!("{k}={v}")).map_err(|e| {
+                            anyhow::anyhow!("registry_options in the config file: {e}")
+                        })?);
+                    }
+                    options.extend(args.registry_options);
+                    options
+                },
+                registry_poll_ms: args
+                    .registry_poll_ms
+                    .or(file.registry_poll_ms)
+                    .unwrap_or(1000),
                 data_dir,
                 host: args.host.or(file.host).unwrap_or(default_host),
                 http_port: args.http_port.or(file.http_port).unwrap_or(8000),
@@ -585,7 +632,22 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        if let Some(repo) = &self.model_repository {
+        if let Some(r) = &self.registry {
+            anyhow::ensure!(
+                r.starts_with("s3://") && r.len() > "s3://".len(),
+                "registry '{r}' must be s3://bucket[/prefix] (any S3-compatible store: set its endpoint with --registry-option endpoint=URL)"
+            );
+            anyhow::ensure!(
+                (50..=3_600_000).contains(&self.registry_poll_ms),
+                "registry_poll_ms must be between 50 and 3600000"
+            );
+        } else {
+            anyhow::ensure!(
+                self.registry_options.is_empty(),
+                "--registry-option needs --registry s3://bucket/prefix"
+            );
+        }
+        if let (Some(repo), None) = (&self.model_repository, &self.registry) {
             anyhow::ensure!(
                 repo.is_dir(),
                 "model repository {} is not a directory (expected DIR/<model>/<version>/model.onnx)",
@@ -655,6 +717,19 @@ impl Config {
     }
 }
 
+/// One `KEY=VALUE` setting of the registry's object store (checked by name when the store is
+/// opened).
+pub fn registry_option(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not KEY=VALUE (e.g. endpoint=http://minio:9000)"))?;
+    let k = k.trim();
+    if k.is_empty() {
+        return Err(format!("'{s}' has no setting name before '='"));
+    }
+    Ok((k.to_ascii_lowercase(), v.to_owned()))
+}
+
 /// One `KEY=VALUE` librdkafka property. The brokers and the consumer group have their own
 /// settings (`--kafka-brokers`, `--kafka-group`), so they are refused here.
 pub fn kafka_option(s: &str) -> Result<(String, String), String> {
@@ -677,6 +752,67 @@ pub fn kafka_option(s: &str) -> Result<(String, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_registry_is_an_s3_url_with_settings_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("inferd.toml");
+        std::fs::write(
+            &file,
+            "registry = \"s3://models/fleet\"\nregistry_options = { endpoint = \"http://s3:9000\", region = \"eu-west-1\" }\n",
+        )
+        .unwrap();
+        let base = || ServeArgs {
+            config: Some(file.clone()),
+            data_dir: Some(dir.path().into()),
+            no_auth: true,
+            ..Default::default()
+        };
+        let cfg = Config::resolve(ServeArgs {
+            registry_options: vec![("region".into(), "us-east-1".into())],
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(cfg.registry.as_deref(), Some("s3://models/fleet"));
+        assert_eq!(cfg.registry_poll_ms, 1000);
+        // The flag comes after the file's setting, so it wins when the store is built.
+        assert_eq!(
+            cfg.registry_options,
+            [
+                ("endpoint".into(), "http://s3:9000".into()),
+                ("region".into(), "eu-west-1".into()),
+                ("region".into(), "us-east-1".into())
+            ]
+        );
+        let e = Config::resolve(ServeArgs {
+            registry: Some("gs://models".into()),
+            ..base()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("must be s3://bucket[/prefix]"), "{e}");
+        let e = Config::resolve(ServeArgs {
+            registry_poll_ms: Some(0),
+            ..base()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("registry_poll_ms must be between"), "{e}");
+        let e = Config::resolve(ServeArgs {
+            registry_options: vec![("region".into(), "x".into())],
+            data_dir: Some(dir.path().into()),
+            no_auth: true,
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--registry-option needs --registry"), "{e}");
+        assert!(
+            registry_option("endpoint")
+                .unwrap_err()
+                .contains("KEY=VALUE")
+        );
+    }
 
     #[test]
     fn flags_override_file_which_overrides_defaults() {

@@ -132,9 +132,27 @@ pub async fn serve(
             cfg.data_dir.display()
         )
     })?;
-    let root = match &cfg.model_repository {
-        Some(r) => r.clone(),
-        None => {
+    let remote = match &cfg.registry {
+        Some(url) => Some(Arc::new(models::remote::Remote::open(
+            &models::remote::RemoteOptions {
+                url: url.clone(),
+                options: cfg.registry_options.clone(),
+                poll: Duration::from_millis(cfg.registry_poll_ms),
+            },
+        )?)),
+        None => None,
+    };
+    let root = match (&cfg.model_repository, &remote) {
+        (Some(r), None) => r.clone(),
+        (dir, Some(remote)) => {
+            let r = dir
+                .clone()
+                .unwrap_or_else(|| cfg.data_dir.join("registry-cache"));
+            remote.claim_cache(&r)?;
+            tracing::info!(registry = %remote.url(), cache = %r.display(), "serving the shared registry");
+            r
+        }
+        (None, None) => {
             let r = unpack_examples(&cfg.data_dir)?;
             tracing::info!(repository = %r.display(), "no --model-repository given: serving the embedded example models");
             r
@@ -144,7 +162,14 @@ pub async fn serve(
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).context("registering metrics")?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let repo = Arc::new(Repository::new(RepositoryOptions { root, cores }, metrics));
+    let repo = Arc::new(Repository::new(
+        RepositoryOptions {
+            root,
+            cores,
+            remote: remote.clone(),
+        },
+        metrics,
+    ));
     let (features, ingester) = open_features(&cfg, &registry).await?;
     let experiment_file = cfg.experiments.as_deref().map(ab::read_file).transpose()?;
     let exps = Arc::new(
@@ -351,6 +376,7 @@ pub async fn serve(
     );
 
     // Load the repository off the runtime; the servers answer (live, not ready) meanwhile.
+    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel::<()>();
     let loader = {
         let repo = Arc::clone(&repo);
         let state = Arc::clone(&state);
@@ -367,8 +393,29 @@ pub async fn serve(
                 ready_versions = ready,
                 "model repository loaded; server ready"
             );
+            let _ = loaded_tx.send(());
         })
     };
+    // A shared registry: pick up what other replicas change.
+    let poller = remote.as_ref().map(|remote| {
+        let (repo, every) = (Arc::clone(&repo), remote.poll_interval());
+        tokio::spawn(async move {
+            if loaded_rx.await.is_err() {
+                return;
+            }
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let repo = Arc::clone(&repo);
+                match tokio::task::spawn_blocking(move || repo.refresh()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the shared registry; serving what it had"),
+                    Err(_) => break,
+                }
+            }
+        })
+    });
 
     shutdown.await;
     tracing::info!("shutdown requested: refusing new requests, draining those in flight");
@@ -395,6 +442,9 @@ pub async fn serve(
     let _ = tokio::task::spawn_blocking(move || exps.flush()).await;
     let _ = tokio::task::spawn_blocking(move || drift.flush()).await;
     loader.abort();
+    if let Some(p) = poller {
+        p.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }
