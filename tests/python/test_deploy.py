@@ -17,6 +17,7 @@ import yaml
 from conftest import MODEL_REPOSITORY, ROOT, launch, stop
 
 K8S = ROOT / "deploy" / "kubernetes"
+S3_OVERLAY = ROOT / "deploy" / "overlays" / "s3-registry"
 # The version the manifests are written for: the preStop `sleep` action is stable from 1.34.
 KUBERNETES_VERSION = "1.34.0"
 
@@ -76,6 +77,32 @@ def test_the_kustomize_base_renders_and_validates():
     assert {"name": config["metadata"]["name"]} == next(
         v["configMap"] for v in volumes if "configMap" in v
     )
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) is not installed")
+def test_the_s3_registry_overlay_renders_and_validates():
+    import tomllib
+
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(S3_OVERLAY)], check=True, capture_output=True, text=True
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    for d in docs:
+        validate(d)
+    assert "PersistentVolumeClaim" not in {d["kind"] for d in docs}
+    pod = by_kind(docs, "Deployment")["spec"]["template"]["spec"]
+    [models] = [v for v in pod["volumes"] if v["name"] == "models"]
+    assert "emptyDir" in models and "persistentVolumeClaim" not in models
+    [container] = pod["containers"]
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "models"]
+    assert mount["readOnly"] is False, "the cache must be writable"
+    assert {"secretRef": {"name": "inferd-s3"}} in container["envFrom"]
+    config = tomllib.loads(by_kind(docs, "ConfigMap")["data"]["inferd.toml"])
+    assert config["registry"].startswith("s3://")
+    assert config["model_repository"] == mount["mountPath"]
+    # Apart from the registry, the overlay's config is the base's.
+    base = tomllib.loads((K8S / "inferd.toml").read_text())
+    assert {k: v for k, v in config.items() if not k.startswith("registry")} == base
 
 
 def test_probes_ports_and_shutdown_agree_with_inferds_config():
